@@ -1,0 +1,61 @@
+"""Dependencies as `Annotated` aliases: what a route needs, named once."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from shared.db.database import Database
+from shared.domain.transfers import parse_idempotency_key
+from shared.notifications import FinalStateWaiter
+from shared.services.transfers import MAX_WAIT_S
+
+_WAIT_PREFERENCE = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d+)\s*(?:$|[,;])", re.IGNORECASE)
+
+
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def _waiter(request: Request) -> FinalStateWaiter:
+    waiter: FinalStateWaiter = request.app.state.waiter
+    return waiter
+
+
+def _request_id(request: Request) -> str | None:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    return request_id
+
+
+def _idempotency_key(
+    key: Annotated[
+        str,
+        Header(
+            alias="Idempotency-Key",
+            description="1-255 visible ASCII characters; one key, one transfer, ever.",
+        ),
+    ],
+) -> str:
+    return parse_idempotency_key(key)
+
+
+def _wait_preference(
+    prefer: Annotated[
+        str | None,
+        Header(description="RFC 7240; `wait=N` (N <= 30) waits up to N s for a final state."),
+    ] = None,
+) -> int | None:
+    """Seconds the client prefers to wait (capped at 30), or None. A malformed hint is ignored."""
+    if prefer is None or (match := _WAIT_PREFERENCE.search(prefer)) is None:
+        return None
+    return min(int(match.group(1)), MAX_WAIT_S)
+
+
+DB = Annotated[Database, Depends(_database)]
+Waiter = Annotated[FinalStateWaiter, Depends(_waiter)]
+RequestId = Annotated[str | None, Depends(_request_id)]
+IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+WaitPreference = Annotated[int | None, Depends(_wait_preference)]

@@ -1,0 +1,102 @@
+"""The one error table: domain error -> HTTP status, and the handlers that render SPEC's envelope.
+
+Domain errors render `{"status": code, "error": "<message>"}`. Every 422 renders its messages
+as a list, `{"status": 422, "error": ["<message>", ...]}`, so a client can rely on one shape
+for "fix your request".
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.schemas import ErrorEnvelope
+from shared.domain import errors
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_S = 1
+
+ERROR_STATUS: dict[type[errors.LedgerError], int] = {
+    errors.InvalidInput: 422,
+    errors.IdempotencyKeyReused: 422,
+    errors.InvalidCursor: 422,
+    errors.MerchantArchived: 400,
+    errors.MerchantNotFound: 404,
+    errors.TransferPartiesNotFound: 404,
+    errors.BalanceNotFound: 404,
+    errors.TransferNotFound: 404,
+    errors.BatchNotFound: 404,
+    errors.DuplicateMerchant: 409,
+    errors.BalanceAlreadyExists: 409,
+    errors.DependencyUnavailable: 503,
+}
+
+
+def status_of(error: errors.LedgerError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def error_body(status: int, message: str | list[str]) -> dict[str, object]:
+    if status == 422 and isinstance(message, str):
+        message = [message]
+    return {"status": status, "error": message}
+
+
+def validation_messages(error: RequestValidationError) -> list[str]:
+    messages = []
+    for item in error.errors():
+        if item.get("type") == "json_invalid":
+            messages.append(f"Invalid JSON: {item.get('ctx', {}).get('error', 'malformed body')}")
+        else:
+            messages.append(str(item["msg"]))
+    return messages
+
+
+async def _ledger_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, errors.LedgerError)
+    status = status_of(error)
+    if status >= 500:
+        log.error("ledger error", error=error.message, kind=type(error).__name__)
+        message = error.message if status == 503 else "Internal server error"
+    else:
+        message = error.message
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse(error_body(422, validation_messages(error)), status_code=422)
+
+
+async def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    return JSONResponse(
+        error_body(error.status_code, str(error.detail)),
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
+async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error", kind=type(error).__name__)
+    return JSONResponse(error_body(500, "Internal server error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.LedgerError, _ledger_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses=` for a route: the error statuses it may answer."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}

@@ -1,0 +1,60 @@
+"""The FastAPI application: `create_app()` wires routers, errors and middleware; `lifespan()`
+owns the connections of one API process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api.errors import install_error_handlers
+from api.middleware import RequestIdMiddleware
+from api.routers import health, merchants, transfers
+from shared.config import Settings, get_settings
+from shared.db.database import Database
+from shared.db.engine import create_api_engine
+from shared.logging import configure_logging
+from shared.notifications import FinalStateWaiter
+
+# Bodies of single requests are small; batches (POST /batches) set their own, larger limit.
+MAX_BODY_BYTES = 64 * 1024
+REDIS_SOCKET_TIMEOUT_S = 5
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_api_engine(settings)
+    # Pub/sub reads block until a notice arrives, so no socket read timeout on this client.
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
+    waiter = FinalStateWaiter(redis)
+    waiter.start()
+    app.state.database = Database(engine)
+    app.state.redis = redis
+    app.state.waiter = waiter
+    try:
+        yield
+    finally:
+        await waiter.stop()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="Mini Ledger",
+        version="0.1.0",
+        summary="Queue-backed multi-currency transfers between merchants, exactly once.",
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (merchants.router, transfers.router, health.router):
+        app.include_router(router)
+    return app

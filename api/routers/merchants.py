@@ -1,0 +1,66 @@
+"""Merchants and their balances."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import DB
+from api.errors import error_responses
+from api.exact_json import ExactJSONRoute
+from api.responses import envelope
+from api.schemas import (
+    BalanceCreate,
+    BalanceRead,
+    Envelope,
+    MerchantCreate,
+    MerchantRead,
+    MerchantWithBalancesRead,
+)
+from shared.services import merchants
+
+router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSONRoute)
+
+
+@router.post(
+    "",
+    response_model=Envelope[MerchantRead],
+    responses=error_responses(409, 413, 422, 503),
+    summary="Create a merchant",
+)
+async def create_merchant(body: MerchantCreate, db: DB) -> JSONResponse:
+    merchant = await merchants.create_merchant(db, body.name, body.percent_fee)
+    return envelope(MerchantRead.of(merchant))
+
+
+@router.post(
+    "/balance",
+    response_model=Envelope[BalanceRead],
+    responses=error_responses(400, 404, 409, 413, 422, 503),
+    summary="Open a merchant's balance in a currency, depositing the initial amount",
+)
+async def open_balance(body: BalanceCreate, db: DB) -> JSONResponse:
+    balance = await merchants.open_balance(db, body.merchant_id, body.currency, body.initial_amount)
+    return envelope(BalanceRead.of(balance))
+
+
+@router.get(
+    "/{merchant_name}",
+    response_model=Envelope[MerchantWithBalancesRead],
+    responses=error_responses(404, 503),
+    summary="A merchant with its balances",
+)
+async def get_merchant(merchant_name: str, db: DB) -> JSONResponse:
+    found = await merchants.get_merchant(db, merchant_name)
+    return envelope(MerchantWithBalancesRead.of_merchant(found))
+
+
+@router.get(
+    "/{merchant_name}/balance",
+    response_model=Envelope[list[BalanceRead]],
+    responses=error_responses(404, 503),
+    summary="A merchant's balances",
+)
+async def list_balances(merchant_name: str, db: DB) -> JSONResponse:
+    balances = await merchants.list_balances(db, merchant_name)
+    return envelope([BalanceRead.of(balance) for balance in balances])

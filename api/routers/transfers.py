@@ -1,0 +1,87 @@
+"""Transfers: submit (202 + Location), poll, list."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.deps import DB, IdempotencyKey, RequestId, WaitPreference, Waiter
+from api.errors import error_responses
+from api.exact_json import ExactJSONRoute
+from api.responses import envelope
+from api.schemas import CurrencyIn, Envelope, PageEnvelope, TransferCreate, TransferRead
+from shared.db.transfers import TransferFilter
+from shared.domain.transfers import Transfer, TransferState
+from shared.services import transfers
+
+router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSONRoute)
+
+
+def transfer_response(
+    transfer: Transfer, *, replayed: bool = False, wait_applied: int | None = None
+) -> JSONResponse:
+    """200 once final, 202 with `Location` while pending."""
+    headers = {"Location": f"/transfers/{transfer.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if wait_applied is not None:
+        headers["Preference-Applied"] = f"wait={wait_applied}"
+    status = 200 if transfer.state.is_final else 202
+    return envelope(TransferRead.of(transfer), status=status, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Envelope[TransferRead],
+    responses={200: {"model": Envelope[TransferRead]}, **error_responses(400, 404, 413, 422, 503)},
+    summary="Submit a transfer (recorded as pending, applied by a worker)",
+)
+async def submit_transfer(
+    body: TransferCreate,
+    key: IdempotencyKey,
+    db: DB,
+    waiter: Waiter,
+    request_id: RequestId,
+    wait_s: WaitPreference,
+) -> JSONResponse:
+    submission = await transfers.submit_transfer(db, body.to_domain(), key, request_id)
+    transfer = submission.transfer
+    if wait_s is not None:
+        transfer = await transfers.wait_until_final(db, waiter, transfer, wait_s)
+    return transfer_response(transfer, replayed=submission.replayed, wait_applied=wait_s)
+
+
+@router.get(
+    "/{transfer_id}",
+    response_model=Envelope[TransferRead],
+    responses=error_responses(404, 422, 503),
+    summary="A transfer, in whatever state it is",
+)
+async def get_transfer(transfer_id: uuid.UUID, db: DB) -> JSONResponse:
+    transfer = await transfers.get_transfer(db, transfer_id)
+    return envelope(TransferRead.of(transfer))
+
+
+@router.get(
+    "",
+    response_model=PageEnvelope[TransferRead],
+    responses=error_responses(422, 503),
+    summary="Transfers, newest first, filtered and paginated",
+)
+async def list_transfers(
+    db: DB,
+    from_merchant: Annotated[str | None, Query(alias="from")] = None,
+    to_merchant: Annotated[str | None, Query(alias="to")] = None,
+    currency: Annotated[CurrencyIn | None, Query()] = None,
+    state: Annotated[TransferState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JSONResponse:
+    where = TransferFilter(from_merchant, to_merchant, currency, state)
+    page = await transfers.list_transfers(db, where, cursor, limit)
+    result = [TransferRead.of(transfer) for transfer in page.transfers]
+    return envelope(result, next_cursor=page.next_cursor)

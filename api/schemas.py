@@ -1,0 +1,192 @@
+"""Request and response schemas; every rule they check is a domain rule from `shared.domain`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from shared.domain.errors import InvalidInput
+from shared.domain.merchants import Balance, Merchant, MerchantWithBalances, parse_merchant_name
+from shared.domain.money import (
+    format_amount,
+    format_percent,
+    parse_amount,
+    parse_currency,
+    parse_percent_fee,
+)
+from shared.domain.transfers import Transfer, TransferRequest
+
+T = TypeVar("T")
+
+
+def _domain_rule(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Run a domain parser; its message becomes the validation message, with no prefix."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return parse(value)
+        except InvalidInput as error:
+            raise PydanticCustomError("invalid", error.message) from error
+
+    return validate
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_DECIMAL_INPUT = str | int | float  # as documented in OpenAPI; floats never reach a parser
+
+AmountIn = Annotated[
+    Decimal, PlainValidator(_domain_rule(parse_amount), json_schema_input_type=_DECIMAL_INPUT)
+]
+InitialAmountIn = Annotated[
+    Decimal,
+    PlainValidator(
+        _domain_rule(lambda value: parse_amount(value, what="Initial amount", allow_zero=True)),
+        json_schema_input_type=_DECIMAL_INPUT,
+    ),
+]
+PercentFeeIn = Annotated[
+    Decimal, PlainValidator(_domain_rule(parse_percent_fee), json_schema_input_type=_DECIMAL_INPUT)
+]
+CurrencyIn = Annotated[str, PlainValidator(_domain_rule(parse_currency), json_schema_input_type=str)]
+MerchantNameIn = Annotated[
+    str, PlainValidator(_domain_rule(parse_merchant_name), json_schema_input_type=str)
+]
+
+AmountOut = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
+PercentOut = Annotated[Decimal, PlainSerializer(format_percent, return_type=str)]
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MerchantCreate(RequestModel):
+    name: MerchantNameIn
+    percent_fee: PercentFeeIn
+
+
+class BalanceCreate(RequestModel):
+    merchant_id: UUID
+    currency: CurrencyIn
+    initial_amount: InitialAmountIn
+
+
+class TransferCreate(RequestModel):
+    from_merchant: MerchantNameIn
+    to_merchant: MerchantNameIn
+    amount: AmountIn
+    currency: CurrencyIn
+
+    @model_validator(mode="after")
+    def _distinct_merchants(self) -> TransferCreate:
+        if self.from_merchant == self.to_merchant:
+            raise PydanticCustomError("same_merchant", "Cannot transfer to the same merchant")
+        return self
+
+    def to_domain(self) -> TransferRequest:
+        return TransferRequest(self.from_merchant, self.to_merchant, self.amount, self.currency)
+
+
+class BalanceRead(BaseModel):
+    id: UUID
+    merchant_id: UUID
+    currency: str
+    amount: AmountOut
+
+    @classmethod
+    def of(cls, balance: Balance) -> BalanceRead:
+        return cls(
+            id=balance.id,
+            merchant_id=balance.merchant_id,
+            currency=balance.currency,
+            amount=balance.amount,
+        )
+
+
+class MerchantRead(BaseModel):
+    id: UUID
+    name: str
+    percent_fee: PercentOut
+    created: Timestamp
+    updated: Timestamp
+    archived: bool
+
+    @classmethod
+    def of(cls, merchant: Merchant) -> MerchantRead:
+        return cls(
+            id=merchant.id,
+            name=merchant.name,
+            percent_fee=merchant.percent_fee,
+            created=merchant.created,
+            updated=merchant.updated,
+            archived=merchant.archived,
+        )
+
+
+class MerchantWithBalancesRead(MerchantRead):
+    balances: list[BalanceRead]
+
+    @classmethod
+    def of_merchant(cls, found: MerchantWithBalances) -> MerchantWithBalancesRead:
+        return cls(
+            **MerchantRead.of(found.merchant).model_dump(),
+            balances=[BalanceRead.of(balance) for balance in found.balances],
+        )
+
+
+class TransferRead(BaseModel):
+    id: UUID
+    from_merchant_id: UUID
+    to_merchant_id: UUID
+    amount: AmountOut
+    fee: AmountOut
+    percent_fee: PercentOut
+    currency: str
+    idempotency_key: str
+    state: str
+    failure_reason: str | None
+    created: Timestamp
+    processed: Timestamp | None
+
+    @classmethod
+    def of(cls, transfer: Transfer) -> TransferRead:
+        return cls(
+            id=transfer.id,
+            from_merchant_id=transfer.from_merchant_id,
+            to_merchant_id=transfer.to_merchant_id,
+            amount=transfer.amount,
+            fee=transfer.fee,
+            percent_fee=transfer.percent_fee,
+            currency=transfer.currency,
+            idempotency_key=transfer.idempotency_key,
+            state=transfer.state.value,
+            failure_reason=transfer.failure_reason,
+            created=transfer.created,
+            processed=transfer.processed,
+        )
+
+
+class Envelope(BaseModel, Generic[T]):
+    status: int
+    result: T
+
+
+class PageEnvelope(BaseModel, Generic[T]):
+    status: int
+    result: list[T]
+    next_cursor: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    status: int
+    error: str | list[str]

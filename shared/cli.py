@@ -1,0 +1,152 @@
+"""`mini-ledger`: run everything (zero-config), or one process, migrate, audit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.config import get_settings, load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _celery(*arguments: str) -> int:
+    """Replace this process with Celery, so signals reach it directly."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", *arguments]
+    os.execv(sys.executable, argv)
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    """Embedded servers for what the environment leaves unset, migrations, then the Procfile."""
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from shared.db.migrate import migrate
+    from shared.embedded import EmbeddedServers, default_home
+    from shared.logging import configure_logging
+
+    configure_logging(load_settings())
+    home = default_home()
+    servers = EmbeddedServers(home)
+    environment = dict(os.environ)
+    environment |= servers.start(environment)
+    try:
+        # Children find `mini-ledger` and this interpreter first on PATH.
+        bin_dir = str(Path(sys.executable).parent)
+        environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}"
+        environment["MINI_LEDGER_HOME"] = str(home)
+        environment.setdefault("PYTHONUNBUFFERED", "1")
+        os.environ.update(environment)
+        get_settings.cache_clear()
+        migrate(load_settings())
+        procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+        manager = Manager()
+        for name, command in procfile.processes.items():
+            manager.add_process(name, command, env=environment, cwd=str(PROJECT_ROOT))
+        manager.loop()
+        return int(manager.returncode or 0)
+    finally:
+        servers.stop()
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from shared.db.migrate import migrate
+
+    migrate(load_settings())
+    return 0
+
+
+def cmd_api(arguments: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        workers=arguments.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(arguments: argparse.Namespace) -> int:
+    return _celery(
+        "worker",
+        "--queues=transfers,maintenance",
+        f"--concurrency={arguments.concurrency}",
+        f"--pool={arguments.pool}",
+        "--without-mingle",
+        "--without-gossip",
+        f"--loglevel={load_settings().log_level}",
+    )
+
+
+def cmd_beat(_: argparse.Namespace) -> int:
+    from shared.embedded import default_home
+
+    home = default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return _celery("beat", f"--schedule={home / 'celerybeat-schedule'}", "--loglevel=WARNING")
+
+
+def cmd_flower(_: argparse.Namespace) -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = os.environ.get("FLOWER_PORT", "5555")
+    return _celery("flower", f"--address={host}", f"--port={port}")
+
+
+def cmd_audit(_: argparse.Namespace) -> int:
+    from shared.db.database import SyncDatabase
+    from shared.db.engine import create_worker_engine
+    from shared.services.audit import audit_ledger
+
+    engine = create_worker_engine(load_settings(), application_name="mini-ledger-audit")
+    report = audit_ledger(SyncDatabase(engine))
+    engine.dispose()
+    print(json.dumps({"ok": report.ok, "pending": report.pending_transfers, **report.violations}))
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mini-ledger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="zero-config: embedded servers + every Procfile process")
+    commands.add_parser("migrate", help="create the database if missing and migrate it")
+    api = commands.add_parser("api", help="the HTTP API (uvicorn; HOST, PORT)")
+    api.add_argument("--workers", type=int, default=int(os.environ.get("API_WORKERS", "1")))
+    worker = commands.add_parser("worker", help="a Celery worker applying transfers")
+    worker.add_argument(
+        "--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "2"))
+    )
+    worker.add_argument("--pool", default=os.environ.get("WORKER_POOL", "prefork"))
+    commands.add_parser("beat", help="the periodic sweep of stale pending transfers")
+    commands.add_parser("flower", help="Flower, the queue dashboard (FLOWER_PORT)")
+    commands.add_parser("audit", help="check every ledger invariant; exit 1 if one breaks")
+    return parser
+
+
+HANDLERS = {
+    "run": cmd_run,
+    "migrate": cmd_migrate,
+    "api": cmd_api,
+    "worker": cmd_worker,
+    "beat": cmd_beat,
+    "flower": cmd_flower,
+    "audit": cmd_audit,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    return HANDLERS[arguments.command](arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Engine factories: async for the API, sync for the worker; every limit passed explicitly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.config import Settings
+
+CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
+
+
+def _connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
+    return {
+        "application_name": application_name,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        # No query and no row-lock wait may hang a request or a worker forever.
+        "options": (
+            f"-c statement_timeout={settings.statement_timeout_ms}"
+            f" -c lock_timeout={settings.statement_timeout_ms}"
+            " -c idle_in_transaction_session_timeout=60000"
+            " -c timezone=UTC"
+        ),
+    }
+
+
+def create_api_engine(settings: Settings, application_name: str = "mini-ledger-api") -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=POOL_TIMEOUT_S,
+        pool_pre_ping=True,
+        connect_args=_connect_args(settings, application_name),
+    )
+
+
+def create_worker_engine(
+    settings: Settings, application_name: str = "mini-ledger-worker"
+) -> Engine:
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=POOL_TIMEOUT_S,
+        pool_pre_ping=True,
+        connect_args=_connect_args(settings, application_name),
+    )

@@ -1,0 +1,150 @@
+"""The worker's side of the ledger (sync): lock, post, fail, sweep."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Connection, func, select, text
+
+from shared.db.tables import accounts, transfers
+from shared.db.transfers import TRANSFER_COLUMNS, to_transfer
+from shared.domain.transfers import Transfer, TransferState
+
+# One statement writes every posting of a completed transfer: debit the sender, credit the
+# receiver (opening its balance if missing), credit one fee account shard (opening it if
+# missing), append the journal entries with each account's new balance and version, and mark
+# the transfer completed. The caller holds the row locks of both balances.
+_POST_TRANSFER = text(
+    """
+    WITH debit AS (
+        UPDATE accounts SET amount = amount - :debit, version = version + 1
+        WHERE id = :sender_id
+        RETURNING id, amount, version
+    ), credit AS (
+        INSERT INTO accounts (id, kind, merchant_id, currency, amount, version)
+        VALUES (:new_receiver_id, 'merchant', :receiver_merchant_id, :currency, :amount, 1)
+        ON CONFLICT (merchant_id, currency) WHERE kind = 'merchant' DO UPDATE
+            SET amount = accounts.amount + EXCLUDED.amount, version = accounts.version + 1
+        RETURNING id, amount, version
+    ), fee AS (
+        INSERT INTO accounts (id, kind, currency, shard, amount, version)
+        SELECT :new_fee_id, 'fee', :currency, :shard, :fee, 1 WHERE :fee > 0
+        ON CONFLICT (currency, shard) WHERE kind = 'fee' DO UPDATE
+            SET amount = accounts.amount + EXCLUDED.amount, version = accounts.version + 1
+        RETURNING id, amount, version
+    ), journal AS (
+        INSERT INTO entries
+            (movement_id, transfer_id, account_id, amount, balance_after, account_version)
+        SELECT :transfer_id, :transfer_id, id, -:debit, amount, version FROM debit
+        UNION ALL
+        SELECT :transfer_id, :transfer_id, id, :amount, amount, version FROM credit
+        UNION ALL
+        SELECT :transfer_id, :transfer_id, id, :fee, amount, version FROM fee
+    )
+    UPDATE transfers SET state = 'completed', processed = clock_timestamp()
+    WHERE id = :transfer_id AND state = 'pending'
+    RETURNING id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockedBalance:
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class StaleTransfer:
+    id: uuid.UUID
+    request_id: str | None
+
+
+class LedgerRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get_transfer(self, transfer_id: uuid.UUID) -> Transfer | None:
+        statement = select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id)
+        row = self._connection.execute(statement).one_or_none()
+        return None if row is None else to_transfer(row)
+
+    def get_transfer_for_update(self, transfer_id: uuid.UUID) -> Transfer | None:
+        """Lock the transfer row: a redelivered message for it waits here, then sees it final."""
+        statement = (
+            select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id).with_for_update()
+        )
+        row = self._connection.execute(statement).one_or_none()
+        return None if row is None else to_transfer(row)
+
+    def lock_balances(
+        self, merchant_ids: list[uuid.UUID], currency: str
+    ) -> dict[uuid.UUID, LockedBalance]:
+        """Lock the merchants' balances in `currency`, in merchant id order (no deadlocks)."""
+        statement = (
+            select(accounts.c.id, accounts.c.merchant_id, accounts.c.amount)
+            .where(
+                accounts.c.kind == "merchant",
+                accounts.c.currency == currency,
+                accounts.c.merchant_id.in_(merchant_ids),
+            )
+            .order_by(accounts.c.merchant_id)
+            .with_for_update()
+        )
+        return {
+            row.merchant_id: LockedBalance(row.id, row.merchant_id, row.amount)
+            for row in self._connection.execute(statement)
+        }
+
+    def post_transfer(self, transfer: Transfer, sender_balance_id: uuid.UUID, shard: int) -> None:
+        result = self._connection.execute(
+            _POST_TRANSFER,
+            {
+                "transfer_id": transfer.id,
+                "sender_id": sender_balance_id,
+                "receiver_merchant_id": transfer.to_merchant_id,
+                "new_receiver_id": uuid.uuid4(),
+                "new_fee_id": uuid.uuid4(),
+                "currency": transfer.currency,
+                "shard": shard,
+                "amount": transfer.amount,
+                "fee": transfer.fee,
+                "debit": transfer.amount + transfer.fee,
+            },
+        )
+        if result.one_or_none() is None:
+            raise RuntimeError(f"transfer {transfer.id} was not pending when posted")
+
+    def fail_transfer(self, transfer_id: uuid.UUID, reason: str) -> None:
+        self._connection.execute(
+            transfers.update()
+            .where(transfers.c.id == transfer_id, transfers.c.state == TransferState.PENDING)
+            .values(state=TransferState.FAILED, failure_reason=reason, processed=func.clock_timestamp())
+        )
+
+    def claim_stale_pending(self, older_than_s: float, limit: int) -> list[StaleTransfer]:
+        """Mark up to `limit` transfers pending since before `older_than_s` as enqueued now.
+
+        SKIP LOCKED lets several sweepers (or a worker applying one of them) run at once.
+        """
+        rows = self._connection.execute(
+            text(
+                """
+                UPDATE transfers SET enqueued = clock_timestamp()
+                WHERE id IN (
+                    SELECT id FROM transfers
+                    WHERE state = 'pending'
+                      AND enqueued < clock_timestamp() - make_interval(secs => :older_than_s)
+                    ORDER BY enqueued
+                    LIMIT :limit
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING id, request_id
+                """
+            ),
+            {"older_than_s": older_than_s, "limit": limit},
+        )
+        return [StaleTransfer(row.id, row.request_id) for row in rows]

@@ -1,0 +1,46 @@
+"""Create the database if it is missing, then bring its schema to the newest migration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from shared.config import Settings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def ensure_database(settings: Settings) -> None:
+    """CREATE DATABASE when absent; concurrent starters racing here are harmless."""
+    engine = create_engine(settings.database_url_for("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": settings.postgres_db},
+            ).first()
+            if exists is None:
+                quoted = connection.dialect.identifier_preparer.quote(settings.postgres_db)
+                try:
+                    connection.execute(text(f"CREATE DATABASE {quoted}"))
+                except ProgrammingError as error:
+                    if "already exists" not in str(error):
+                        raise
+    finally:
+        engine.dispose()
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config(str(MIGRATIONS / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = settings.database_url
+    return config
+
+
+def migrate(settings: Settings) -> None:
+    ensure_database(settings)
+    command.upgrade(alembic_config(settings), "head")

@@ -1,0 +1,156 @@
+"""Every table of the ledger, as SQLAlchemy Core `Table`s on one `MetaData`.
+
+The rules money depends on live here as constraints, so the database refuses what the code
+must never do: a negative balance, a second transfer for one Idempotency-Key, a posting of zero.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# 38 digits with 8 decimals: 30 integer digits, beyond SPEC's "at least 28".
+Money = Numeric(38, 8)
+Percent = Numeric(5, 2)
+CURRENCY_PATTERN = "^[A-Z0-9]{3,10}$"
+
+
+def _now() -> Column[object]:
+    return Column("created", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("percent_fee", Percent, nullable=False),
+    _now(),
+    Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("archived", Boolean, nullable=False, server_default=text("false")),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),
+    CheckConstraint("percent_fee BETWEEN 0 AND 100", name="percent_fee_range"),
+)
+
+# One table for every account of the ledger: a merchant's balance in one currency, a fee
+# (revenue) account shard, or the issuance account that money is brought in from.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    Column("currency", String(10), nullable=False),
+    Column("shard", SmallInteger, nullable=True),
+    Column("amount", Money, nullable=False),
+    # Number of journal entries on this account; entries carry it, so history is linear.
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
+    _now(),
+    CheckConstraint("kind IN ('merchant', 'fee', 'issuance')", name="kind"),
+    CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
+    # The issuance account is the only one that goes negative: it mirrors money brought in.
+    CheckConstraint("kind = 'issuance' OR amount >= 0", name="amount_not_negative"),
+    CheckConstraint("(kind = 'merchant') = (merchant_id IS NOT NULL)", name="merchant_owner"),
+    CheckConstraint("(kind = 'fee') = (shard IS NOT NULL)", name="fee_shard"),
+    Index(
+        "uq_accounts_merchant_currency",
+        "merchant_id",
+        "currency",
+        unique=True,
+        postgresql_where=text("kind = 'merchant'"),
+    ),
+    Index(
+        "uq_accounts_fee_currency_shard",
+        "currency",
+        "shard",
+        unique=True,
+        postgresql_where=text("kind = 'fee'"),
+    ),
+    Index(
+        "uq_accounts_issuance_currency",
+        "currency",
+        unique=True,
+        postgresql_where=text("kind = 'issuance'"),
+    ),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("from_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
+    Column("to_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("fee", Money, nullable=False),
+    Column("percent_fee", Percent, nullable=False),
+    Column("currency", String(10), nullable=False),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("failure_reason", Text, nullable=True),
+    _now(),
+    Column("processed", DateTime(timezone=True), nullable=True),
+    # When it was last handed to the queue; the sweeper re-enqueues what has waited too long.
+    Column("enqueued", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The request id of the submission, so the worker's log lines carry it too.
+    Column("request_id", String(64), nullable=True),
+    CheckConstraint("idempotency_key ~ '^[\\x21-\\x7e]{1,255}$'", name="idempotency_key"),
+    CheckConstraint("from_merchant_id <> to_merchant_id", name="distinct_merchants"),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("fee >= 0", name="fee_not_negative"),
+    CheckConstraint("percent_fee BETWEEN 0 AND 100", name="percent_fee_range"),
+    CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
+    CheckConstraint("state IN ('pending', 'completed', 'failed')", name="state"),
+    CheckConstraint("(state = 'failed') = (failure_reason IS NOT NULL)", name="failure_reason"),
+    CheckConstraint("(state = 'pending') = (processed IS NULL)", name="processed"),
+    Index("ix_transfers_created_id", text("created DESC"), text("id DESC")),
+    Index("ix_transfers_from_created_id", "from_merchant_id", text("created DESC"), text("id DESC")),
+    Index("ix_transfers_to_created_id", "to_merchant_id", text("created DESC"), text("id DESC")),
+    Index("ix_transfers_pending_enqueued", "enqueued", postgresql_where=text("state = 'pending'")),
+)
+
+# The journal: append-only (a trigger refuses UPDATE and DELETE). A movement (a transfer, or a
+# deposit that opens a balance) is a set of entries that sums to zero.
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("movement_id", UUID(as_uuid=True), nullable=False),
+    Column("transfer_id", UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True),
+    Column("account_id", UUID(as_uuid=True), ForeignKey("accounts.id"), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("balance_after", Money, nullable=False),
+    Column("account_version", BigInteger, nullable=False),
+    _now(),
+    CheckConstraint("amount <> 0", name="amount_not_zero"),
+    CheckConstraint("transfer_id IS NULL OR transfer_id = movement_id", name="movement"),
+    Index("uq_entries_account_version", "account_id", "account_version", unique=True),
+    Index("ix_entries_movement_id", "movement_id"),
+)

@@ -1,0 +1,196 @@
+"""Transfer reads and the pending insert for the API (async)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.tables import accounts, merchants, transfers
+from shared.domain.transfers import Transfer, TransferState
+
+TRANSFER_COLUMNS = (
+    transfers.c.id,
+    transfers.c.from_merchant_id,
+    transfers.c.to_merchant_id,
+    transfers.c.amount,
+    transfers.c.fee,
+    transfers.c.percent_fee,
+    transfers.c.currency,
+    transfers.c.idempotency_key,
+    transfers.c.state,
+    transfers.c.failure_reason,
+    transfers.c.created,
+    transfers.c.processed,
+)
+
+
+def to_transfer(row: Any) -> Transfer:
+    return Transfer(
+        id=row.id,
+        from_merchant_id=row.from_merchant_id,
+        to_merchant_id=row.to_merchant_id,
+        amount=row.amount,
+        fee=row.fee,
+        percent_fee=row.percent_fee,
+        currency=row.currency,
+        idempotency_key=row.idempotency_key,
+        state=TransferState(row.state),
+        failure_reason=row.failure_reason,
+        created=row.created,
+        processed=row.processed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A merchant named in a transfer request, with its balance in the request's currency."""
+
+    merchant_id: uuid.UUID
+    name: str
+    percent_fee: Decimal
+    archived: bool
+    balance_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransfer:
+    transfer: Transfer
+    request_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewTransfer:
+    id: uuid.UUID
+    idempotency_key: str
+    request_fingerprint: str
+    from_merchant_id: uuid.UUID
+    to_merchant_id: uuid.UUID
+    amount: Decimal
+    fee: Decimal
+    percent_fee: Decimal
+    currency: str
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFilter:
+    from_merchant: str | None = None
+    to_merchant: str | None = None
+    currency: str | None = None
+    state: TransferState | None = None
+
+
+def _merchant_id_named(name: str) -> Any:
+    return select(merchants.c.id).where(merchants.c.name == name).scalar_subquery()
+
+
+def list_statement(
+    where: TransferFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Select[Any]:
+    """Newest first, ties broken by id; keyset pagination from `after` (exclusive)."""
+    conditions = []
+    if where.from_merchant is not None:
+        conditions.append(transfers.c.from_merchant_id == _merchant_id_named(where.from_merchant))
+    if where.to_merchant is not None:
+        conditions.append(transfers.c.to_merchant_id == _merchant_id_named(where.to_merchant))
+    if where.currency is not None:
+        conditions.append(transfers.c.currency == where.currency)
+    if where.state is not None:
+        conditions.append(transfers.c.state == where.state.value)
+    if after is not None:
+        conditions.append(tuple_(transfers.c.created, transfers.c.id) < tuple_(*after))
+    return (
+        select(*TRANSFER_COLUMNS)
+        .where(and_(True, *conditions))
+        .order_by(transfers.c.created.desc(), transfers.c.id.desc())
+        .limit(limit)
+    )
+
+
+class TransferRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, transfer_id: uuid.UUID) -> Transfer | None:
+        statement = select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id)
+        row = (await self._connection.execute(statement)).one_or_none()
+        return None if row is None else to_transfer(row)
+
+    async def get_by_key(self, idempotency_key: str) -> StoredTransfer | None:
+        statement = select(*TRANSFER_COLUMNS, transfers.c.request_fingerprint).where(
+            transfers.c.idempotency_key == idempotency_key
+        )
+        row = (await self._connection.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        return StoredTransfer(to_transfer(row), row.request_fingerprint)
+
+    async def get_parties(self, names: tuple[str, str], currency: str) -> dict[str, Party]:
+        """The named merchants that exist, each with its balance in `currency` if it has one."""
+        balance = accounts.alias("balance")
+        statement = (
+            select(
+                merchants.c.id,
+                merchants.c.name,
+                merchants.c.percent_fee,
+                merchants.c.archived,
+                balance.c.id.label("balance_id"),
+            )
+            .select_from(
+                merchants.outerjoin(
+                    balance,
+                    and_(
+                        balance.c.merchant_id == merchants.c.id,
+                        balance.c.kind == "merchant",
+                        balance.c.currency == currency,
+                    ),
+                )
+            )
+            .where(or_(merchants.c.name == names[0], merchants.c.name == names[1]))
+        )
+        return {
+            row.name: Party(row.id, row.name, row.percent_fee, row.archived, row.balance_id)
+            for row in await self._connection.execute(statement)
+        }
+
+    async def insert_pending(self, new: NewTransfer) -> Transfer | None:
+        """Record a pending transfer; None when its Idempotency-Key is already taken.
+
+        ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or roll
+        back, so concurrent duplicates resolve to exactly one row.
+        """
+        statement = (
+            insert(transfers)
+            .values(
+                id=new.id,
+                idempotency_key=new.idempotency_key,
+                request_fingerprint=new.request_fingerprint,
+                from_merchant_id=new.from_merchant_id,
+                to_merchant_id=new.to_merchant_id,
+                amount=new.amount,
+                fee=new.fee,
+                percent_fee=new.percent_fee,
+                currency=new.currency,
+                request_id=new.request_id,
+            )
+            .on_conflict_do_nothing(index_elements=[transfers.c.idempotency_key])
+            .returning(*TRANSFER_COLUMNS)
+        )
+        row = (await self._connection.execute(statement)).one_or_none()
+        return None if row is None else to_transfer(row)
+
+    async def list(
+        self, where: TransferFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Transfer]:
+        result = await self._connection.execute(list_statement(where, after, limit))
+        return [to_transfer(row) for row in result]
+
+    async def now(self) -> datetime:
+        return (await self._connection.execute(select(func.now()))).scalar_one()

@@ -1,0 +1,75 @@
+"""Domain errors: one base class, a clear message, the ids involved; no HTTP here."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(LedgerError):
+    """A value that breaks a domain rule (amount, currency, name, ...)."""
+
+
+class MerchantNotFound(LedgerError):
+    def __init__(self, name_or_id: str) -> None:
+        super().__init__(f"Merchant {name_or_id} does not exist")
+
+
+class TransferPartiesNotFound(LedgerError):
+    def __init__(self) -> None:
+        super().__init__("From merchant or to merchant does not exist")
+
+
+class BalanceNotFound(LedgerError):
+    def __init__(self, currency: str) -> None:
+        super().__init__(f"From merchant balance with currency {currency} does not exist")
+
+
+class MerchantArchived(LedgerError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Merchant {name} is archived")
+
+
+class DuplicateMerchant(LedgerError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Merchant with name {name} already exists")
+
+
+class BalanceAlreadyExists(LedgerError):
+    def __init__(self, currency: str) -> None:
+        super().__init__(f"Balance with currency {currency} already exists")
+
+
+class TransferNotFound(LedgerError):
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"Transfer {transfer_id} does not exist")
+
+
+class BatchNotFound(LedgerError):
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"Batch {batch_id} does not exist")
+
+
+class IdempotencyKeyReused(LedgerError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key} was already used for a different request"
+        )
+
+
+class InvalidCursor(LedgerError):
+    def __init__(self) -> None:
+        super().__init__("Invalid cursor")
+
+
+class DependencyUnavailable(LedgerError):
+    """The database or the broker cannot be reached; nothing was written."""
+
+
+class InvariantViolation(LedgerError):
+    """A ledger rule that must never break was about to break: a bug, never user input."""

@@ -1,0 +1,98 @@
+"""Exact money: amounts, fee percentages, currency codes and the fee rule.
+
+Every amount is a `Decimal`; nothing here ever touches a binary float. Arithmetic runs in a
+local context wide enough that no intermediate result is rounded except where a rule says so.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
+
+from shared.domain.errors import InvalidInput
+
+AMOUNT_PLACES = 8
+PERCENT_PLACES = 2
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
+PERCENT_QUANTUM = Decimal(1).scaleb(-PERCENT_PLACES)
+# Amounts accepted from clients have at most 20 integer digits; balances are stored as
+# NUMERIC(38, 8) (30 integer digits), so even 10^9 maximal credits cannot overflow a balance.
+MAX_AMOUNT = Decimal(10) ** 20
+MAX_PERCENT = Decimal(100)
+
+_EXACT = Context(prec=80, rounding=ROUND_HALF_UP)
+_DECIMAL_STRING = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+_CURRENCY = re.compile(r"^[A-Za-z0-9]{3,10}$")
+
+
+def to_decimal(value: object, *, what: str) -> Decimal:
+    """A finite Decimal from a JSON number (already a Decimal or int) or a decimal string.
+
+    Booleans, floats, NaN and Infinity are refused: a float has already lost precision.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise InvalidInput(f"{what} must be a decimal number or a string")
+    if isinstance(value, str):
+        if not _DECIMAL_STRING.match(value):
+            raise InvalidInput(f"{what} must be a decimal number")
+        value = value.strip()
+    try:
+        number = Decimal(value)
+    except InvalidOperation as error:
+        raise InvalidInput(f"{what} must be a decimal number") from error
+    if not number.is_finite():
+        raise InvalidInput(f"{what} must be a finite number")
+    return number
+
+
+def _has_at_most_places(number: Decimal, places: int) -> bool:
+    with localcontext(_EXACT):
+        return number == number.quantize(Decimal(1).scaleb(-places))
+
+
+def parse_amount(value: object, *, what: str = "Amount", allow_zero: bool = False) -> Decimal:
+    """A money amount: positive (or non-negative), below MAX_AMOUNT, at most 8 decimals."""
+    number = to_decimal(value, what=what)
+    if abs(number) >= MAX_AMOUNT:
+        raise InvalidInput(f"{what} must be less than {MAX_AMOUNT:f}")
+    if number < 0 or (number == 0 and not allow_zero):
+        raise InvalidInput(f"{what} must be greater than {'or equal to ' if allow_zero else ''}0")
+    if not _has_at_most_places(number, AMOUNT_PLACES):
+        raise InvalidInput(f"{what} must have at most {AMOUNT_PLACES} decimal places")
+    with localcontext(_EXACT):
+        return number.quantize(AMOUNT_QUANTUM)
+
+
+def parse_percent_fee(value: object) -> Decimal:
+    """A fee percentage between 0 and 100 with at most 2 decimals."""
+    number = to_decimal(value, what="Percent fee")
+    if number < 0 or number > MAX_PERCENT:
+        raise InvalidInput("Percent fee must be between 0 and 100")
+    if not _has_at_most_places(number, PERCENT_PLACES):
+        raise InvalidInput(f"Percent fee must have at most {PERCENT_PLACES} decimal places")
+    with localcontext(_EXACT):
+        return number.quantize(PERCENT_QUANTUM)
+
+
+def parse_currency(value: object) -> str:
+    """A currency code: 3-10 characters A-Z/0-9, any case accepted, stored upper-case."""
+    if not isinstance(value, str) or not _CURRENCY.match(value):
+        raise InvalidInput("Currency must be 3 to 10 letters or digits")
+    return value.upper()
+
+
+def compute_fee(amount: Decimal, percent_fee: Decimal) -> Decimal:
+    """fee = amount * percent_fee / 100, rounded half-up to 8 decimals (SPEC: Money)."""
+    with localcontext(_EXACT):
+        return (amount * percent_fee / 100).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def format_amount(amount: Decimal) -> str:
+    """The wire form of an amount: a string with exactly 8 decimals ("1.50000000")."""
+    with localcontext(_EXACT):
+        return f"{amount.quantize(AMOUNT_QUANTUM):f}"
+
+
+def format_percent(percent: Decimal) -> str:
+    with localcontext(_EXACT):
+        return f"{percent.quantize(PERCENT_QUANTUM):f}"

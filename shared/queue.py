@@ -1,0 +1,93 @@
+"""The transfer queue: the Celery app both sides share, its settings, and publishing.
+
+Configured for money, not for demos (README, "Delivery"): a message is acknowledged only after
+its task returns (a worker lost mid-task means redelivery), prefetch is one, there is no result
+backend (the database holds every outcome), and anything lost on the way is found again by the
+periodic sweep of pending transfers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import structlog
+from celery import Celery
+
+from shared.config import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+APPLY_TRANSFER_TASK = "mini_ledger.apply_transfer"
+SWEEP_PENDING_TASK = "mini_ledger.sweep_pending"
+TRANSFERS_QUEUE = "transfers"
+MAINTENANCE_QUEUE = "maintenance"
+# Unacknowledged messages are handed out again after this; longer than any task may run.
+VISIBILITY_TIMEOUT_S = 600
+TASK_TIME_LIMIT_S = 120
+BROKER_SOCKET_TIMEOUT_S = 5
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("mini_ledger", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=TASK_TIME_LIMIT_S,
+        task_default_queue=TRANSFERS_QUEUE,
+        task_routes={
+            APPLY_TRANSFER_TASK: {"queue": TRANSFERS_QUEUE},
+            SWEEP_PENDING_TASK: {"queue": MAINTENANCE_QUEUE},
+        },
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        },
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        # Flower shows tasks from these events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "sweep-pending-transfers": {
+                "task": SWEEP_PENDING_TASK,
+                "schedule": settings.sweep_interval_s,
+                "options": {"expires": settings.sweep_interval_s},
+            }
+        },
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())
+
+
+def publish_transfers(transfers: Iterable[tuple[uuid.UUID, str | None]]) -> bool:
+    """Hand transfers to the workers; False if the broker refused (the sweep will retry them).
+
+    Called after the commit that recorded them as pending: the database is the source of
+    truth, so a failed publish delays a transfer, it never loses one.
+    """
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for transfer_id, request_id in transfers:
+                celery_app.send_task(
+                    APPLY_TRANSFER_TASK,
+                    args=[str(transfer_id)],
+                    kwargs={"request_id": request_id},
+                    producer=producer,
+                )
+    except Exception as error:  # kombu and redis raise many types; all mean "not queued".
+        log.warning("enqueue failed, the sweep will retry", error=str(error))
+        return False
+    return True

@@ -1,0 +1,43 @@
+"""Merchant and balance use cases."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from shared.db.database import Database
+from shared.db.merchants import MerchantRepository
+from shared.domain.errors import MerchantArchived, MerchantNotFound
+from shared.domain.merchants import Balance, Merchant, MerchantWithBalances
+
+
+async def create_merchant(db: Database, name: str, percent_fee: Decimal) -> Merchant:
+    async with db.transaction() as connection:
+        return await MerchantRepository(connection).insert(name, percent_fee)
+
+
+async def get_merchant(db: Database, name: str) -> MerchantWithBalances:
+    async with db.transaction() as connection:
+        repository = MerchantRepository(connection)
+        merchant = await repository.get_by_name(name)
+        if merchant is None:
+            raise MerchantNotFound(name)
+        return MerchantWithBalances(merchant, await repository.list_balances(merchant.id))
+
+
+async def list_balances(db: Database, name: str) -> list[Balance]:
+    return (await get_merchant(db, name)).balances
+
+
+async def open_balance(
+    db: Database, merchant_id: uuid.UUID, currency: str, initial_amount: Decimal
+) -> Balance:
+    """Open the merchant's balance in `currency` with `initial_amount` deposited into it."""
+    async with db.transaction() as connection:
+        repository = MerchantRepository(connection)
+        merchant = await repository.get_by_id(merchant_id)
+        if merchant is None:
+            raise MerchantNotFound(str(merchant_id))
+        if merchant.archived:
+            raise MerchantArchived(merchant.name)
+        return await repository.open_balance(merchant_id, currency, initial_amount)

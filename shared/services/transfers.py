@@ -1,0 +1,164 @@
+"""Transfer use cases of the API: submit (idempotently), read, list, wait for the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.db.database import Database
+from shared.db.transfers import NewTransfer, Party, StoredTransfer, TransferFilter, TransferRepository
+from shared.domain.errors import (
+    BalanceNotFound,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvariantViolation,
+    MerchantArchived,
+    TransferNotFound,
+    TransferPartiesNotFound,
+)
+from shared.domain.money import compute_fee
+from shared.domain.transfers import Transfer, TransferRequest
+from shared.notifications import FinalStateWaiter
+from shared.queue import publish_transfers
+
+# While waiting for a final state, the database is re-read at least this often (a lost
+# pub/sub notice then costs at most this much latency).
+WAIT_POLL_S = 0.5
+MAX_WAIT_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    transfer: Transfer
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransferPage:
+    transfers: list[Transfer]
+    next_cursor: str | None
+
+
+def _replay(stored: StoredTransfer, fingerprint: str) -> Submission:
+    if stored.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(stored.transfer.idempotency_key)
+    return Submission(stored.transfer, replayed=True)
+
+
+def check_parties(parties: dict[str, Party], request: TransferRequest) -> tuple[Party, Party]:
+    """The submission-time rules that need no lock (SPEC: Transfer lifecycle, step 1)."""
+    sender = parties.get(request.from_merchant)
+    receiver = parties.get(request.to_merchant)
+    if sender is None or receiver is None:
+        raise TransferPartiesNotFound()
+    for party in (sender, receiver):
+        if party.archived:
+            raise MerchantArchived(party.name)
+    if sender.balance_id is None:
+        raise BalanceNotFound(request.currency)
+    return sender, receiver
+
+
+def new_transfer(
+    request: TransferRequest, key: str, sender: Party, receiver: Party, request_id: str | None
+) -> NewTransfer:
+    """A pending transfer with the fee snapshotted from the sender's fee at submission."""
+    return NewTransfer(
+        id=uuid.uuid4(),
+        idempotency_key=key,
+        request_fingerprint=request.fingerprint(),
+        from_merchant_id=sender.merchant_id,
+        to_merchant_id=receiver.merchant_id,
+        amount=request.amount,
+        fee=compute_fee(request.amount, sender.percent_fee),
+        percent_fee=sender.percent_fee,
+        currency=request.currency,
+        request_id=request_id,
+    )
+
+
+async def submit_transfer(
+    db: Database, request: TransferRequest, key: str, request_id: str | None
+) -> Submission:
+    """Record the transfer as pending under its Idempotency-Key, commit, then enqueue it.
+
+    A key seen before returns its transfer (or refuses a different request); a refusal
+    records nothing, so the key stays free.
+    """
+    fingerprint = request.fingerprint()
+    async with db.transaction() as connection:
+        repository = TransferRepository(connection)
+        if (stored := await repository.get_by_key(key)) is not None:
+            return _replay(stored, fingerprint)
+        names = (request.from_merchant, request.to_merchant)
+        parties = await repository.get_parties(names, request.currency)
+        sender, receiver = check_parties(parties, request)
+        transfer = await repository.insert_pending(
+            new_transfer(request, key, sender, receiver, request_id)
+        )
+        if transfer is None:  # A concurrent request with this key committed first.
+            stored = await repository.get_by_key(key)
+            if stored is None:  # Transfers are never deleted, so the winner must be visible.
+                raise InvariantViolation(f"transfer with key {key} vanished")
+            return _replay(stored, fingerprint)
+    await asyncio.to_thread(publish_transfers, [(transfer.id, request_id)])
+    return Submission(transfer, replayed=False)
+
+
+async def get_transfer(db: Database, transfer_id: uuid.UUID) -> Transfer:
+    async with db.transaction() as connection:
+        transfer = await TransferRepository(connection).get(transfer_id)
+    if transfer is None:
+        raise TransferNotFound(str(transfer_id))
+    return transfer
+
+
+async def wait_until_final(
+    db: Database, waiter: FinalStateWaiter, transfer: Transfer, timeout_s: float
+) -> Transfer:
+    """The transfer once final, or as it stands when `timeout_s` runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout_s, MAX_WAIT_S)
+    while not transfer.state.is_final:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        with waiter.expect(transfer.id) as notice:
+            transfer = await get_transfer(db, transfer.id)
+            if transfer.state.is_final:
+                break
+            await asyncio.wait({notice}, timeout=min(remaining, WAIT_POLL_S))
+    return transfer
+
+
+def encode_cursor(transfer: Transfer) -> str:
+    raw = f"{transfer.created.isoformat()}|{transfer.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, transfer_id = raw.split("|")
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("naive cursor timestamp")
+        return moment, uuid.UUID(transfer_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidCursor() from error
+
+
+async def list_transfers(
+    db: Database, where: TransferFilter, cursor: str | None, limit: int
+) -> TransferPage:
+    """Newest first; `next_cursor` continues after the last transfer of this page."""
+    after = None if cursor is None else decode_cursor(cursor)
+    async with db.transaction() as connection:
+        rows = await TransferRepository(connection).list(where, after, limit + 1)
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    return TransferPage(page, next_cursor)

@@ -1,0 +1,77 @@
+"""Celery tasks: thin wrappers that parse, call one use case, and record the outcome."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import structlog
+from celery import Task
+from sqlalchemy.exc import DBAPIError
+
+from shared.notifications import announce_final
+from shared.queue import APPLY_TRANSFER_TASK, SWEEP_PENDING_TASK, celery_app, publish_transfers
+from shared.services import posting
+from shared.services.posting import ApplyOutcome
+from worker.resources import resources
+
+log = structlog.get_logger(__name__)
+
+# Busy balance locks are retried with capped exponential backoff; after the last retry the
+# transfer simply stays pending and the sweep hands it out again. Never a failure.
+MAX_LOCK_RETRIES = 16
+RETRY_BASE_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 5.0
+# A database error (connection lost, lock or statement timeout) rolls back; retry the same way.
+MAX_DB_RETRIES = 8
+SWEEP_BATCH = 1000
+
+
+def retry_delay_s(retries: int) -> float:
+    """Capped exponential backoff with full jitter, so contenders spread out."""
+    return random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**retries))
+
+
+@celery_app.task(
+    name=APPLY_TRANSFER_TASK,
+    bind=True,
+    max_retries=MAX_LOCK_RETRIES,
+    autoretry_for=(DBAPIError,),
+    retry_backoff=True,
+    retry_backoff_max=int(RETRY_MAX_DELAY_S),
+    retry_jitter=True,
+)
+def apply_transfer(self: Task[Any, Any], transfer_id: str, request_id: str | None = None) -> str:
+    structlog.contextvars.bind_contextvars(request_id=request_id, transfer_id=transfer_id)
+    try:
+        worker = resources()
+        outcome = posting.apply_transfer(
+            worker.db,
+            worker.locker,
+            uuid.UUID(transfer_id),
+            lock_ttl_s=worker.settings.lock_ttl_s,
+            lock_wait_s=worker.settings.lock_wait_s,
+        )
+        if outcome in (ApplyOutcome.COMPLETED, ApplyOutcome.FAILED):
+            announce_final(worker.redis, [uuid.UUID(transfer_id)])
+        elif outcome is ApplyOutcome.LOCKS_BUSY:
+            if self.request.retries < MAX_LOCK_RETRIES:
+                raise self.retry(countdown=retry_delay_s(self.request.retries))
+            log.warning("balance locks stayed busy, leaving the transfer to the sweep")
+        return outcome.value
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+@celery_app.task(name=SWEEP_PENDING_TASK)
+def sweep_pending() -> int:
+    """Enqueue again every transfer left pending too long (a lost message, a lost enqueue)."""
+    worker = resources()
+    stale = posting.claim_stale_pending(
+        worker.db, worker.settings.stale_pending_after_s, SWEEP_BATCH
+    )
+    if stale:
+        log.info("re-enqueueing stale pending transfers", count=len(stale))
+        publish_transfers((item.id, item.request_id) for item in stale)
+    return len(stale)
