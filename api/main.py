@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.middleware import RequestIdMiddleware
+from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.routers import health, merchants, transfers
 from shared.config import Settings, get_settings
 from shared.db.database import Database
@@ -50,10 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Queue-backed multi-currency transfers between merchants, exactly once.",
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestIdMiddleware)
     for router in (merchants.router, transfers.router, health.router):
         app.include_router(router)

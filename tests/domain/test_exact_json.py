@@ -1,0 +1,25 @@
+import json
+from decimal import Decimal
+
+import pytest
+
+from api.exact_json import parse_exact_json
+
+
+class TestParseExactJson:
+    def test_numbers_become_exact_decimals(self) -> None:
+        parsed = parse_exact_json(b'{"a": 0.1, "b": 1234567890.123456789, "c": 7}')
+        assert parsed == {"a": Decimal("0.1"), "b": Decimal("1234567890.123456789"), "c": Decimal(7)}
+        assert all(isinstance(value, Decimal) for value in parsed.values())
+
+    def test_huge_exponent_stays_exact_for_the_validator_to_refuse(self) -> None:
+        assert parse_exact_json(b'{"a": 1e400}') == {"a": Decimal("1e400")}
+
+    @pytest.mark.parametrize("body", [b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}'])
+    def test_refuses_non_finite_constants(self, body: bytes) -> None:
+        with pytest.raises(json.JSONDecodeError):
+            parse_exact_json(body)
+
+    def test_refuses_bytes_that_are_not_utf8(self) -> None:
+        with pytest.raises(json.JSONDecodeError, match="UTF-8"):
+            parse_exact_json(b'{"a": "\xff"}')
