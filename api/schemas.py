@@ -56,7 +56,9 @@ InitialAmountIn = Annotated[
 PercentFeeIn = Annotated[
     Decimal, PlainValidator(_domain_rule(parse_percent_fee), json_schema_input_type=_DECIMAL_INPUT)
 ]
-CurrencyIn = Annotated[str, PlainValidator(_domain_rule(parse_currency), json_schema_input_type=str)]
+CurrencyIn = Annotated[
+    str, PlainValidator(_domain_rule(parse_currency), json_schema_input_type=str)
+]
 MerchantNameIn = Annotated[
     str, PlainValidator(_domain_rule(parse_merchant_name), json_schema_input_type=str)
 ]

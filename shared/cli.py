@@ -110,7 +110,8 @@ def cmd_audit(_: argparse.Namespace) -> int:
     engine = create_worker_engine(load_settings(), application_name="mini-ledger-audit")
     report = audit_ledger(SyncDatabase(engine))
     engine.dispose()
-    print(json.dumps({"ok": report.ok, "pending": report.pending_transfers, **report.violations}))
+    summary = {"ok": report.ok, "pending": report.pending_transfers, **report.violations}
+    sys.stdout.write(json.dumps(summary) + "\n")
     return 0 if report.ok else 1
 
 

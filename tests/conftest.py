@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -85,9 +86,13 @@ class Processes:
 
     def __init__(self) -> None:
         self.running: list[subprocess.Popen[bytes]] = []
+        self.logs: list[IO[bytes]] = []
+        self.log_paths: dict[int, Path] = {}
 
     def start(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(Path(_home or tempfile.gettempdir()) / f"proc-{len(self.running)}.log", "ab")
+        log_path = Path(_home or tempfile.gettempdir()) / f"proc-{time.monotonic_ns()}.log"
+        log = log_path.open("ab")
+        self.logs.append(log)
         process = subprocess.Popen(
             [sys.executable, *argv],
             cwd=ROOT,
@@ -97,6 +102,7 @@ class Processes:
             start_new_session=True,
         )
         self.running.append(process)
+        self.log_paths[process.pid] = log_path
         return process
 
     def stop_all(self) -> None:
@@ -111,13 +117,24 @@ class Processes:
                 process.kill()
                 process.wait()
         self.running.clear()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
 
 
 def start_worker(processes: Processes, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
     return processes.start(
-        "-m", "celery", "-A", "worker.app", "worker",
-        "--queues=transfers,maintenance", f"--concurrency={concurrency}",
-        f"--hostname={name}@%h", "--without-mingle", "--without-gossip", "--loglevel=WARNING",
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "--queues=transfers,maintenance",
+        f"--concurrency={concurrency}",
+        f"--hostname={name}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel=WARNING",
     )
 
 

@@ -62,7 +62,12 @@ async def submit(
 ) -> httpx.Response:
     return await client.post(
         "/transfers",
-        json={"from_merchant": sender, "to_merchant": receiver, "amount": amount, "currency": currency},
+        json={
+            "from_merchant": sender,
+            "to_merchant": receiver,
+            "amount": amount,
+            "currency": currency,
+        },
         headers={"Idempotency-Key": key or unique("key"), **(headers or {})},
     )
 

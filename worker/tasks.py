@@ -43,25 +43,23 @@ def retry_delay_s(retries: int) -> float:
     retry_jitter=True,
 )
 def apply_transfer(self: Task[Any, Any], transfer_id: str, request_id: str | None = None) -> str:
-    structlog.contextvars.bind_contextvars(request_id=request_id, transfer_id=transfer_id)
-    try:
-        worker = resources()
-        outcome = posting.apply_transfer(
-            worker.db,
-            worker.locker,
-            uuid.UUID(transfer_id),
-            lock_ttl_s=worker.settings.lock_ttl_s,
-            lock_wait_s=worker.settings.lock_wait_s,
-        )
-        if outcome in (ApplyOutcome.COMPLETED, ApplyOutcome.FAILED):
-            announce_final(worker.redis, [uuid.UUID(transfer_id)])
-        elif outcome is ApplyOutcome.LOCKS_BUSY:
-            if self.request.retries < MAX_LOCK_RETRIES:
-                raise self.retry(countdown=retry_delay_s(self.request.retries))
-            log.warning("balance locks stayed busy, leaving the transfer to the sweep")
-        return outcome.value
-    finally:
-        structlog.contextvars.clear_contextvars()
+    """Apply one pending transfer; `request_id` is bound to the log context by a signal."""
+    structlog.contextvars.bind_contextvars(transfer_id=transfer_id)
+    worker = resources()
+    outcome = posting.apply_transfer(
+        worker.db,
+        worker.locker,
+        uuid.UUID(transfer_id),
+        lock_ttl_s=worker.settings.lock_ttl_s,
+        lock_wait_s=worker.settings.lock_wait_s,
+    )
+    if outcome in (ApplyOutcome.COMPLETED, ApplyOutcome.FAILED):
+        announce_final(worker.redis, [uuid.UUID(transfer_id)])
+    elif outcome is ApplyOutcome.LOCKS_BUSY:
+        if self.request.retries < MAX_LOCK_RETRIES:
+            raise self.retry(countdown=retry_delay_s(self.request.retries))
+        log.warning("balance locks stayed busy, leaving the transfer to the sweep")
+    return outcome.value
 
 
 @celery_app.task(name=SWEEP_PENDING_TASK)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import DB, IdempotencyKey, RequestId, WaitPreference, Waiter
+from api.deps import DB, IdempotencyKey, RequestId, Waiter, WaitPreference
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope

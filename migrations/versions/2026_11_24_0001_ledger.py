@@ -36,7 +36,8 @@ CREATE TABLE accounts (
     version bigint NOT NULL DEFAULT 0,
     created timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_accounts PRIMARY KEY (id),
-    CONSTRAINT fk_accounts_merchant_id_merchants FOREIGN KEY (merchant_id) REFERENCES merchants (id),
+    CONSTRAINT fk_accounts_merchant_id_merchants
+        FOREIGN KEY (merchant_id) REFERENCES merchants (id),
     CONSTRAINT ck_accounts_kind CHECK (kind IN ('merchant', 'fee', 'issuance')),
     CONSTRAINT ck_accounts_currency_code CHECK (currency ~ '^[A-Z0-9]{3,10}$'),
     CONSTRAINT ck_accounts_amount_not_negative CHECK (kind = 'issuance' OR amount >= 0),
@@ -79,7 +80,8 @@ CREATE TABLE transfers (
     CONSTRAINT ck_transfers_percent_fee_range CHECK (percent_fee BETWEEN 0 AND 100),
     CONSTRAINT ck_transfers_currency_code CHECK (currency ~ '^[A-Z0-9]{3,10}$'),
     CONSTRAINT ck_transfers_state CHECK (state IN ('pending', 'completed', 'failed')),
-    CONSTRAINT ck_transfers_failure_reason CHECK ((state = 'failed') = (failure_reason IS NOT NULL)),
+    CONSTRAINT ck_transfers_failure_reason
+        CHECK ((state = 'failed') = (failure_reason IS NOT NULL)),
     CONSTRAINT ck_transfers_processed CHECK ((state = 'pending') = (processed IS NULL))
 );
 CREATE INDEX ix_transfers_created_id ON transfers (created DESC, id DESC);
@@ -123,7 +125,8 @@ CREATE TABLE entries (
     account_version bigint NOT NULL,
     created timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_entries PRIMARY KEY (id),
-    CONSTRAINT fk_entries_transfer_id_transfers FOREIGN KEY (transfer_id) REFERENCES transfers (id),
+    CONSTRAINT fk_entries_transfer_id_transfers
+        FOREIGN KEY (transfer_id) REFERENCES transfers (id),
     CONSTRAINT fk_entries_account_id_accounts FOREIGN KEY (account_id) REFERENCES accounts (id),
     CONSTRAINT ck_entries_amount_not_zero CHECK (amount <> 0),
     CONSTRAINT ck_entries_movement CHECK (transfer_id IS NULL OR transfer_id = movement_id)
@@ -134,7 +137,8 @@ CREATE INDEX ix_entries_movement_id ON entries (movement_id);
 -- The journal is append-only.
 CREATE FUNCTION entries_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'journal entries are immutable' USING ERRCODE = 'integrity_constraint_violation';
+    RAISE EXCEPTION 'journal entries are immutable'
+        USING ERRCODE = 'integrity_constraint_violation';
 END $$;
 CREATE TRIGGER entries_refuse_change BEFORE UPDATE OR DELETE ON entries
     FOR EACH ROW EXECUTE FUNCTION entries_refuse_change();

@@ -79,8 +79,13 @@ INVARIANT_QUERIES: dict[str, str] = {
 
 
 def audit_counts(connection: Connection) -> dict[str, int]:
-    counts = {name: int(connection.execute(text(sql)).scalar_one()) for name, sql in INVARIANT_QUERIES.items()}
+    counts = {
+        name: int(connection.execute(text(sql)).scalar_one())
+        for name, sql in INVARIANT_QUERIES.items()
+    }
     counts["pending_transfers"] = int(
-        connection.execute(text("SELECT count(*) FROM transfers WHERE state = 'pending'")).scalar_one()
+        connection.execute(
+            text("SELECT count(*) FROM transfers WHERE state = 'pending'")
+        ).scalar_one()
     )
     return counts

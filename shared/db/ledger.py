@@ -74,9 +74,7 @@ class LedgerRepository:
 
     def get_transfer_for_update(self, transfer_id: uuid.UUID) -> Transfer | None:
         """Lock the transfer row: a redelivered message for it waits here, then sees it final."""
-        statement = (
-            select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id).with_for_update()
-        )
+        statement = select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id).with_for_update()
         row = self._connection.execute(statement).one_or_none()
         return None if row is None else to_transfer(row)
 
@@ -122,7 +120,9 @@ class LedgerRepository:
         self._connection.execute(
             transfers.update()
             .where(transfers.c.id == transfer_id, transfers.c.state == TransferState.PENDING)
-            .values(state=TransferState.FAILED, failure_reason=reason, processed=func.clock_timestamp())
+            .values(
+                state=TransferState.FAILED, failure_reason=reason, processed=func.clock_timestamp()
+            )
         )
 
     def claim_stale_pending(self, older_than_s: float, limit: int) -> list[StaleTransfer]:

@@ -115,4 +115,6 @@ class MerchantRepository:
         ).one_or_none()
         if row is None:
             raise BalanceAlreadyExists(currency)
-        return Balance(id=balance_id, merchant_id=merchant_id, currency=currency, amount=initial_amount)
+        return Balance(
+            id=balance_id, merchant_id=merchant_id, currency=currency, amount=initial_amount
+        )

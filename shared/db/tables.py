@@ -131,7 +131,9 @@ transfers = Table(
     CheckConstraint("(state = 'failed') = (failure_reason IS NOT NULL)", name="failure_reason"),
     CheckConstraint("(state = 'pending') = (processed IS NULL)", name="processed"),
     Index("ix_transfers_created_id", text("created DESC"), text("id DESC")),
-    Index("ix_transfers_from_created_id", "from_merchant_id", text("created DESC"), text("id DESC")),
+    Index(
+        "ix_transfers_from_created_id", "from_merchant_id", text("created DESC"), text("id DESC")
+    ),
     Index("ix_transfers_to_created_id", "to_merchant_id", text("created DESC"), text("id DESC")),
     Index("ix_transfers_pending_enqueued", "enqueued", postgresql_where=text("state = 'pending'")),
 )

@@ -57,9 +57,7 @@ class BatchNotFound(LedgerError):
 
 class IdempotencyKeyReused(LedgerError):
     def __init__(self, key: str) -> None:
-        super().__init__(
-            f"Idempotency-Key {key} was already used for a different request"
-        )
+        super().__init__(f"Idempotency-Key {key} was already used for a different request")
 
 
 class InvalidCursor(LedgerError):

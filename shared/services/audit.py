@@ -20,8 +20,8 @@ class AuditReport:
 
 def audit_ledger(db: SyncDatabase) -> AuditReport:
     """Read every invariant in one REPEATABLE READ snapshot, so the checks agree."""
-    with db.engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
-        with connection.begin():
-            counts = audit_counts(connection)
+    connect = db.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with connect as connection, connection.begin():
+        counts = audit_counts(connection)
     pending = counts.pop("pending_transfers")
     return AuditReport(violations=counts, pending_transfers=pending)

@@ -26,7 +26,12 @@ class ApplyOutcome(StrEnum):
 
 
 def apply_transfer(
-    db: SyncDatabase, locker: Locker, transfer_id: uuid.UUID, *, lock_ttl_s: float, lock_wait_s: float
+    db: SyncDatabase,
+    locker: Locker,
+    transfer_id: uuid.UUID,
+    *,
+    lock_ttl_s: float,
+    lock_wait_s: float,
 ) -> ApplyOutcome:
     """Move the money of a pending transfer, or fail it for insufficient funds; idempotent.
 
@@ -61,7 +66,9 @@ def apply_transfer(
             plan = plan_postings(transfer, sender.amount)
             if plan.failure_reason is not None:
                 ledger.fail_transfer(transfer.id, plan.failure_reason)
-                log.info("transfer failed", transfer_id=str(transfer.id), reason=plan.failure_reason)
+                log.info(
+                    "transfer failed", transfer_id=str(transfer.id), reason=plan.failure_reason
+                )
                 return ApplyOutcome.FAILED
             ledger.post_transfer(transfer, sender.id, fee_account_shard(transfer.id))
     log.info(

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.db.database import Database
-from shared.db.transfers import NewTransfer, Party, StoredTransfer, TransferFilter, TransferRepository
+from shared.db.transfers import (
+    NewTransfer,
+    Party,
+    StoredTransfer,
+    TransferFilter,
+    TransferRepository,
+)
 from shared.domain.errors import (
     BalanceNotFound,
     IdempotencyKeyReused,

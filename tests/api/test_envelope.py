@@ -23,7 +23,10 @@ class TestMalformedRequests:
             "/merchants", content=b'{"name": "\xff\xfe", "percent_fee": 1}', headers=JSON
         )
         assert response.status_code == 422
-        assert response.json() == {"status": 422, "error": ["Invalid JSON: Body is not valid UTF-8"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Invalid JSON: Body is not valid UTF-8"],
+        }
 
     async def test_body_not_an_object_is_422(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/merchants", content=b"[1, 2]", headers=JSON)
@@ -73,7 +76,10 @@ class TestDependencyDown:
                 health = await http.get("/health")
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
-        assert response.json() == {"status": 503, "error": "Database is unavailable, try again later"}
+        assert response.json() == {
+            "status": 503,
+            "error": "Database is unavailable, try again later",
+        }
         assert health.status_code == 503
         assert health.json()["result"]["database"] is False
 

@@ -6,7 +6,9 @@ from tests.helpers import create_merchant, funded_merchant, settle, submit
 
 
 class TestListTransfers:
-    async def test_filters_combine_and_order_is_newest_first(self, client: httpx.AsyncClient) -> None:
+    async def test_filters_combine_and_order_is_newest_first(
+        self, client: httpx.AsyncClient
+    ) -> None:
         alice = await funded_merchant(client, "100", currency="USD")
         await client.post(
             "/merchants/balance",
@@ -21,7 +23,9 @@ class TestListTransfers:
             (bob, "BTC", "0.5"),
             (bob, "USD", "1000"),  # fails: insufficient funds
         ]:
-            response = await submit(client, alice["name"], receiver["name"], amount, currency=currency)
+            response = await submit(
+                client, alice["name"], receiver["name"], amount, currency=currency
+            )
             ids.append(response.json()["result"]["id"])
         await settle(client, ids)
 
@@ -31,7 +35,11 @@ class TestListTransfers:
             return [t["id"] for t in response.json()["result"]]
 
         assert await listed(**{"from": alice["name"]}) == ids[::-1]
-        assert await listed(**{"from": alice["name"], "to": bob["name"]}) == [ids[3], ids[2], ids[0]]
+        assert await listed(**{"from": alice["name"], "to": bob["name"]}) == [
+            ids[3],
+            ids[2],
+            ids[0],
+        ]
         assert await listed(**{"from": alice["name"], "currency": "btc"}) == [ids[2]]
         assert await listed(**{"from": alice["name"], "state": "failed"}) == [ids[3]]
         assert await listed(**{"to": carol["name"], "state": "completed"}) == [ids[1]]

@@ -26,14 +26,19 @@ class TestCreateMerchant:
         await create_merchant(client, name=name)
         response = await client.post("/merchants", json={"name": name, "percent_fee": "1"})
         assert response.status_code == 409
-        assert response.json() == {"status": 409, "error": f"Merchant with name {name} already exists"}
+        assert response.json() == {
+            "status": 409,
+            "error": f"Merchant with name {name} already exists",
+        }
 
     async def test_names_are_case_sensitive(self, client: httpx.AsyncClient) -> None:
         name = unique("Case")
         await create_merchant(client, name=name)
         await create_merchant(client, name=name.lower())
 
-    async def test_invalid_fields_are_422_with_plain_messages(self, client: httpx.AsyncClient) -> None:
+    async def test_invalid_fields_are_422_with_plain_messages(
+        self, client: httpx.AsyncClient
+    ) -> None:
         response = await client.post("/merchants", json={"name": " padded", "percent_fee": "101"})
         assert response.status_code == 422
         assert response.json() == {
@@ -95,7 +100,10 @@ class TestBalances:
             json={"merchant_id": merchant["id"], "currency": "usd", "initial_amount": "5"},
         )
         assert response.status_code == 409
-        assert response.json() == {"status": 409, "error": "Balance with currency USD already exists"}
+        assert response.json() == {
+            "status": 409,
+            "error": "Balance with currency USD already exists",
+        }
 
     async def test_unknown_merchant_is_404(self, client: httpx.AsyncClient) -> None:
         missing = str(uuid.uuid4())
@@ -124,6 +132,8 @@ class TestBalances:
         assert response.status_code == 200
         assert [b["amount"] for b in response.json()["result"]] == ["3.00000000"]
 
-    async def test_list_balances_of_unknown_merchant_is_404(self, client: httpx.AsyncClient) -> None:
+    async def test_list_balances_of_unknown_merchant_is_404(
+        self, client: httpx.AsyncClient
+    ) -> None:
         response = await client.get("/merchants/nobody-here/balance")
         assert response.status_code == 404

@@ -20,7 +20,9 @@ from tests.helpers import (
 
 
 class TestSubmitTransfer:
-    async def test_accepts_as_pending_then_completes(self, client: httpx.AsyncClient, sync_db: SyncDatabase) -> None:
+    async def test_accepts_as_pending_then_completes(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
         sender = await funded_merchant(client, "1000", percent_fee="2")
         receiver = await create_merchant(client)
         key = unique("key")
@@ -95,9 +97,12 @@ class TestSubmissionRefusals:
         assert response.status_code == 422
         assert response.json() == {"status": 422, "error": ["Cannot transfer to the same merchant"]}
 
-    async def test_missing_idempotency_key_is_field_required(self, client: httpx.AsyncClient) -> None:
+    async def test_missing_idempotency_key_is_field_required(
+        self, client: httpx.AsyncClient
+    ) -> None:
         response = await client.post(
-            "/transfers", json={"from_merchant": "a", "to_merchant": "b", "amount": 1, "currency": "USD"}
+            "/transfers",
+            json={"from_merchant": "a", "to_merchant": "b", "amount": 1, "currency": "USD"},
         )
         assert response.status_code == 422
         assert response.json() == {"status": 422, "error": ["Field required"]}
@@ -113,9 +118,14 @@ class TestSubmissionRefusals:
         sender = await funded_merchant(client, "10")
         response = await submit(client, sender["name"], "nobody-at-all", "1")
         assert response.status_code == 404
-        assert response.json() == {"status": 404, "error": "From merchant or to merchant does not exist"}
+        assert response.json() == {
+            "status": 404,
+            "error": "From merchant or to merchant does not exist",
+        }
 
-    async def test_sender_without_balance_in_currency_is_404(self, client: httpx.AsyncClient) -> None:
+    async def test_sender_without_balance_in_currency_is_404(
+        self, client: httpx.AsyncClient
+    ) -> None:
         sender = await funded_merchant(client, "10", currency="USD")
         receiver = await create_merchant(client)
         response = await submit(client, sender["name"], receiver["name"], "1", currency="btc")
@@ -125,7 +135,9 @@ class TestSubmissionRefusals:
             "error": "From merchant balance with currency BTC does not exist",
         }
 
-    async def test_archived_merchant_is_400(self, client: httpx.AsyncClient, sync_db: SyncDatabase) -> None:
+    async def test_archived_merchant_is_400(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
         with sync_db.transaction() as connection:
@@ -134,9 +146,14 @@ class TestSubmissionRefusals:
             )
         response = await submit(client, sender["name"], receiver["name"], "1")
         assert response.status_code == 400
-        assert response.json() == {"status": 400, "error": f"Merchant {receiver['name']} is archived"}
+        assert response.json() == {
+            "status": 400,
+            "error": f"Merchant {receiver['name']} is archived",
+        }
 
-    async def test_refusal_records_nothing_and_leaves_the_key_free(self, client: httpx.AsyncClient) -> None:
+    async def test_refusal_records_nothing_and_leaves_the_key_free(
+        self, client: httpx.AsyncClient
+    ) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
         key = unique("key")
@@ -159,10 +176,13 @@ class TestSubmissionRefusals:
         response = await submit(client, "a", "b", True)
         assert response.json()["error"] == ["Amount must be a decimal number or a string"]
 
-    async def test_json_number_out_of_range_is_422_not_rounded(self, client: httpx.AsyncClient) -> None:
+    async def test_json_number_out_of_range_is_422_not_rounded(
+        self, client: httpx.AsyncClient
+    ) -> None:
         response = await client.post(
             "/transfers",
-            content='{"from_merchant": "a", "to_merchant": "b", "amount": 1e400, "currency": "USD"}',
+            content=b'{"from_merchant": "a", "to_merchant": "b", "amount": 1e400, '
+            b'"currency": "USD"}',
             headers={"Idempotency-Key": unique(), "Content-Type": "application/json"},
         )
         assert response.status_code == 422
@@ -178,26 +198,39 @@ class TestSubmissionRefusals:
 
     async def test_bad_currency_is_422(self, client: httpx.AsyncClient) -> None:
         response = await submit(client, "a", "b", "1", currency="US")
-        assert response.json() == {"status": 422, "error": ["Currency must be 3 to 10 letters or digits"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Currency must be 3 to 10 letters or digits"],
+        }
 
     async def test_unknown_fields_are_422(self, client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/transfers",
-            json={"from_merchant": "a", "to_merchant": "b", "amount": "1", "currency": "USD", "x": 1},
+            json={
+                "from_merchant": "a",
+                "to_merchant": "b",
+                "amount": "1",
+                "currency": "USD",
+                "x": 1,
+            },
             headers={"Idempotency-Key": unique()},
         )
         assert response.json() == {"status": 422, "error": ["Extra inputs are not permitted"]}
 
 
 class TestIdempotency:
-    async def test_replay_returns_the_same_transfer(self, client: httpx.AsyncClient, sync_db: SyncDatabase) -> None:
+    async def test_replay_returns_the_same_transfer(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
         key = unique("key")
         first = await submit(client, sender["name"], receiver["name"], 0.1, currency="usd", key=key)
         transfer_id = first.json()["result"]["id"]
         await settle(client, [transfer_id])
-        replay = await submit(client, sender["name"], receiver["name"], "0.10", currency="USD", key=key)
+        replay = await submit(
+            client, sender["name"], receiver["name"], "0.10", currency="USD", key=key
+        )
         assert replay.status_code == 200  # final now
         assert replay.headers["idempotent-replayed"] == "true"
         assert replay.json()["result"]["id"] == transfer_id
@@ -255,7 +288,9 @@ class TestPreferWait:
     async def test_waits_for_the_final_state(self, client: httpx.AsyncClient) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
-        response = await submit(client, sender["name"], receiver["name"], "1", headers={"Prefer": "wait=10"})
+        response = await submit(
+            client, sender["name"], receiver["name"], "1", headers={"Prefer": "wait=10"}
+        )
         assert response.status_code == 200
         assert response.headers["preference-applied"] == "wait=10"
         assert response.json()["status"] == 200
@@ -265,7 +300,11 @@ class TestPreferWait:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
         response = await submit(
-            client, sender["name"], receiver["name"], "1", headers={"Prefer": "respond-async, wait=3600"}
+            client,
+            sender["name"],
+            receiver["name"],
+            "1",
+            headers={"Prefer": "respond-async, wait=3600"},
         )
         assert response.headers["preference-applied"] == "wait=30"
         assert response.status_code == 200
@@ -273,7 +312,9 @@ class TestPreferWait:
     async def test_zero_wait_answers_pending(self, client: httpx.AsyncClient) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
-        response = await submit(client, sender["name"], receiver["name"], "1", headers={"Prefer": "wait=0"})
+        response = await submit(
+            client, sender["name"], receiver["name"], "1", headers={"Prefer": "wait=0"}
+        )
         assert response.status_code == 202
         assert response.headers["preference-applied"] == "wait=0"
 

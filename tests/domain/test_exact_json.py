@@ -9,7 +9,11 @@ from api.exact_json import parse_exact_json
 class TestParseExactJson:
     def test_numbers_become_exact_decimals(self) -> None:
         parsed = parse_exact_json(b'{"a": 0.1, "b": 1234567890.123456789, "c": 7}')
-        assert parsed == {"a": Decimal("0.1"), "b": Decimal("1234567890.123456789"), "c": Decimal(7)}
+        assert parsed == {
+            "a": Decimal("0.1"),
+            "b": Decimal("1234567890.123456789"),
+            "c": Decimal(7),
+        }
         assert all(isinstance(value, Decimal) for value in parsed.values())
 
     def test_huge_exponent_stays_exact_for_the_validator_to_refuse(self) -> None:

@@ -75,7 +75,9 @@ class TestParsePercentFee:
 
 
 class TestParseCurrency:
-    @pytest.mark.parametrize(("given", "expected"), [("btc", "BTC"), ("USDT", "USDT"), ("a1b", "A1B")])
+    @pytest.mark.parametrize(
+        ("given", "expected"), [("btc", "BTC"), ("USDT", "USDT"), ("a1b", "A1B")]
+    )
     def test_upper_cases(self, given: str, expected: str) -> None:
         assert parse_currency(given) == expected
 
@@ -106,7 +108,9 @@ class TestComputeFee:
         amount=st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1e19"), places=8),
         percent=st.decimals(min_value=0, max_value=100, places=2),
     )
-    def test_never_more_than_half_a_unit_from_exact(self, amount: Decimal, percent: Decimal) -> None:
+    def test_never_more_than_half_a_unit_from_exact(
+        self, amount: Decimal, percent: Decimal
+    ) -> None:
         exact = amount * percent / 100  # hypothesis decimals are exact at this precision
         fee = compute_fee(amount, percent)
         assert fee.as_tuple().exponent == -8

@@ -18,7 +18,9 @@ from shared.domain.transfers import (
 )
 
 
-def make_transfer(amount: str = "250", fee: str = "5", state: TransferState = TransferState.PENDING) -> Transfer:
+def make_transfer(
+    amount: str = "250", fee: str = "5", state: TransferState = TransferState.PENDING
+) -> Transfer:
     return Transfer(
         id=uuid.uuid4(),
         from_merchant_id=uuid.uuid4(),
