@@ -12,6 +12,7 @@ from pathlib import Path
 from shared.config import get_settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STOPPED_BY_SIGNAL = {130, 143}  # honcho's return codes for SIGINT and SIGTERM
 
 
 def _celery(*arguments: str) -> int:
@@ -48,7 +49,8 @@ def cmd_run(_: argparse.Namespace) -> int:
         for name, command in procfile.processes.items():
             manager.add_process(name, command, env=environment, cwd=str(PROJECT_ROOT))
         manager.loop()
-        return int(manager.returncode or 0)
+        # Stopped by Ctrl-C or SIGTERM is a clean stop; anything else is a process's own code.
+        return 0 if manager.returncode in STOPPED_BY_SIGNAL else int(manager.returncode or 0)
     finally:
         servers.stop()
 

