@@ -1,0 +1,87 @@
+"""Applying transfers: idempotent under redelivery, patient with busy locks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from redis import Redis
+from sqlalchemy import text
+
+from shared.config import load_settings
+from shared.db.database import SyncDatabase
+from shared.locks import Locker, balance_lock_name
+from shared.queue import publish_transfers
+from shared.services.posting import ApplyOutcome, apply_transfer
+from tests.helpers import (
+    assert_ledger_consistent,
+    balance_of,
+    create_merchant,
+    funded_merchant,
+    settle,
+    submit,
+)
+
+
+def _entry_count(db: SyncDatabase, transfer_id: str) -> int:
+    with db.transaction() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM entries WHERE transfer_id = :id"), {"id": transfer_id}
+            ).scalar_one()
+        )
+
+
+class TestRedelivery:
+    async def test_applying_a_final_transfer_again_changes_nothing(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "100", percent_fee="1")
+        receiver = await create_merchant(client)
+        response = await submit(client, sender["name"], receiver["name"], "10")
+        transfer_id = response.json()["result"]["id"]
+        await settle(client, [transfer_id])
+        assert _entry_count(sync_db, transfer_id) == 3
+        redis = Redis.from_url(load_settings().redis_url)
+        outcome = apply_transfer(
+            sync_db, Locker(redis), uuid.UUID(transfer_id), lock_ttl_s=5, lock_wait_s=1
+        )
+        redis.close()
+        assert outcome is ApplyOutcome.ALREADY_FINAL
+        assert _entry_count(sync_db, transfer_id) == 3
+
+    async def test_duplicate_messages_apply_once(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "100")
+        receiver = await create_merchant(client)
+        response = await submit(client, sender["name"], receiver["name"], "10")
+        transfer_id = response.json()["result"]["id"]
+        assert publish_transfers([(uuid.UUID(transfer_id), None)] * 10)
+        await settle(client, [transfer_id])
+        await asyncio.sleep(0.5)  # let the duplicates run too
+        assert _entry_count(sync_db, transfer_id) == 2
+        assert await balance_of(client, sender["name"]) == 90
+        assert_ledger_consistent(sync_db)
+
+
+class TestBusyLocks:
+    async def test_a_long_held_lock_delays_but_never_fails_a_transfer(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "100")
+        receiver = await create_merchant(client)
+        redis = Redis.from_url(load_settings().redis_url)
+        name = balance_lock_name(uuid.UUID(sender["id"]), "USD")
+        with Locker(redis).hold_all([name], timeout_s=30, wait_s=1) as held:
+            assert held
+            response = await submit(client, sender["name"], receiver["name"], "10")
+            transfer_id = response.json()["result"]["id"]
+            await asyncio.sleep(2.5)  # several lock waits and retries happen meanwhile
+            still = (await client.get(f"/transfers/{transfer_id}")).json()["result"]
+            assert still["state"] == "pending"
+        redis.close()
+        (final,) = await settle(client, [transfer_id])
+        assert final["state"] == "completed"
+        assert_ledger_consistent(sync_db)
