@@ -32,6 +32,7 @@ ERROR_STATUS: dict[type[errors.LedgerError], int] = {
     errors.BatchNotFound: 404,
     errors.DuplicateMerchant: 409,
     errors.BalanceAlreadyExists: 409,
+    errors.BatchTooLarge: 413,
     errors.DependencyUnavailable: 503,
 }
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.routers import health, merchants, transfers
+from api.routers import batches, merchants, operations, transfers
 from shared.config import Settings, get_settings
 from shared.db.database import Database
 from shared.db.engine import create_api_engine
@@ -53,8 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_bytes=MAX_BODY_BYTES,
+        limits_by_path={"/batches": batches.MAX_BATCH_BODY_BYTES},
+    )
     app.add_middleware(RequestIdMiddleware)
-    for router in (merchants.router, transfers.router, health.router):
+    for router in (merchants.router, transfers.router, batches.router, operations.router):
         app.include_router(router)
     return app

@@ -8,9 +8,17 @@ from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from shared.db.batches import BatchProgress
 from shared.domain.errors import InvalidInput
 from shared.domain.merchants import Balance, Merchant, MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
@@ -20,7 +28,7 @@ from shared.domain.money import (
     parse_currency,
     parse_percent_fee,
 )
-from shared.domain.transfers import Transfer, TransferRequest
+from shared.domain.transfers import Transfer, TransferRequest, parse_idempotency_key
 
 T = TypeVar("T")
 
@@ -192,3 +200,69 @@ class PageEnvelope(BaseModel, Generic[T]):
 class ErrorEnvelope(BaseModel):
     status: int
     error: str | list[str]
+
+
+IdempotencyKeyIn = Annotated[
+    str, PlainValidator(_domain_rule(parse_idempotency_key), json_schema_input_type=str)
+]
+
+
+class BatchItemCreate(TransferCreate):
+    idempotency_key: IdempotencyKeyIn
+
+
+class BatchCreate(RequestModel):
+    # Items are validated one by one (a bad item is refused alone), so they arrive raw here.
+    transfers: Annotated[list[Any], Field(min_length=1)]
+
+
+class ItemError(BaseModel):
+    status: int
+    message: str | list[str]
+
+
+class BatchItemRead(BaseModel):
+    index: int
+    transfer: TransferRead | None = None
+    error: ItemError | None = None
+
+
+class BatchRead(BaseModel):
+    id: UUID
+    accepted: int
+    refused: int
+    items: list[BatchItemRead]
+
+
+class BatchCounts(BaseModel):
+    pending: int
+    completed: int
+    failed: int
+
+
+class BatchProgressRead(BaseModel):
+    id: UUID
+    created: Timestamp
+    accepted: int
+    refused: int
+    counts: BatchCounts
+    finished: bool
+
+    @classmethod
+    def of(cls, progress: BatchProgress) -> BatchProgressRead:
+        return cls(
+            id=progress.id,
+            created=progress.created,
+            accepted=progress.accepted,
+            refused=progress.refused,
+            counts=BatchCounts(
+                pending=progress.pending, completed=progress.completed, failed=progress.failed
+            ),
+            finished=progress.finished,
+        )
+
+
+class QueueStatusRead(BaseModel):
+    queue_depth: int | None
+    pending_transfers: int
+    oldest_pending_age_s: float | None

@@ -19,11 +19,14 @@ from shared.config import Settings, get_settings
 log = structlog.get_logger(__name__)
 
 APPLY_TRANSFER_TASK = "mini_ledger.apply_transfer"
+APPLY_GROUP_TASK = "mini_ledger.apply_transfer_group"
 SWEEP_PENDING_TASK = "mini_ledger.sweep_pending"
 TRANSFERS_QUEUE = "transfers"
 MAINTENANCE_QUEUE = "maintenance"
 # Unacknowledged messages are handed out again after this; longer than any task may run.
 VISIBILITY_TIMEOUT_S = 600
+# Transfers a worker applies in one database transaction (bulk submissions and the sweep).
+GROUP_SIZE = 250
 TASK_TIME_LIMIT_S = 120
 BROKER_SOCKET_TIMEOUT_S = 5
 
@@ -43,6 +46,7 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue=TRANSFERS_QUEUE,
         task_routes={
             APPLY_TRANSFER_TASK: {"queue": TRANSFERS_QUEUE},
+            APPLY_GROUP_TASK: {"queue": TRANSFERS_QUEUE},
             SWEEP_PENDING_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         broker_transport_options={
@@ -85,6 +89,33 @@ def publish_transfers(transfers: Iterable[tuple[uuid.UUID, str | None]]) -> bool
                     APPLY_TRANSFER_TASK,
                     args=[str(transfer_id)],
                     kwargs={"request_id": request_id},
+                    producer=producer,
+                )
+    except Exception as error:  # kombu and redis raise many types; all mean "not queued".
+        log.warning("enqueue failed, the sweep will retry", error=str(error))
+        return False
+    return True
+
+
+def publish_transfer_groups(
+    transfer_ids: list[uuid.UUID], batch_id: uuid.UUID | None, request_id: str | None
+) -> bool:
+    """Hand transfers to the workers in groups of GROUP_SIZE, each applied in one transaction.
+
+    `batch_id` rides along so Flower shows which batch a group belongs to. False if the broker
+    refused (the sweep will pick the transfers up).
+    """
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for start in range(0, len(transfer_ids), GROUP_SIZE):
+                group = transfer_ids[start : start + GROUP_SIZE]
+                celery_app.send_task(
+                    APPLY_GROUP_TASK,
+                    args=[[str(transfer_id) for transfer_id in group]],
+                    kwargs={
+                        "batch_id": None if batch_id is None else str(batch_id),
+                        "request_id": request_id,
+                    },
                     producer=producer,
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".

@@ -11,7 +11,13 @@ from celery import Task
 from sqlalchemy.exc import DBAPIError
 
 from shared.notifications import announce_final
-from shared.queue import APPLY_TRANSFER_TASK, SWEEP_PENDING_TASK, celery_app, publish_transfers
+from shared.queue import (
+    APPLY_GROUP_TASK,
+    APPLY_TRANSFER_TASK,
+    SWEEP_PENDING_TASK,
+    celery_app,
+    publish_transfer_groups,
+)
 from shared.services import posting
 from shared.services.posting import ApplyOutcome
 from worker.resources import resources
@@ -62,6 +68,33 @@ def apply_transfer(self: Task[Any, Any], transfer_id: str, request_id: str | Non
     return outcome.value
 
 
+@celery_app.task(
+    name=APPLY_GROUP_TASK,
+    max_retries=MAX_DB_RETRIES,
+    autoretry_for=(DBAPIError,),
+    retry_backoff=True,
+    retry_backoff_max=int(RETRY_MAX_DELAY_S),
+    retry_jitter=True,
+)
+def apply_transfer_group(
+    transfer_ids: list[str], batch_id: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """Apply a group of pending transfers in one transaction (bulk submissions, the sweep).
+
+    The result (shown in Flower) says how the group went, with its batch id.
+    """
+    structlog.contextvars.bind_contextvars(batch_id=batch_id)
+    worker = resources()
+    result = posting.apply_group(worker.db, [uuid.UUID(i) for i in transfer_ids])
+    announce_final(worker.redis, result.completed + result.failed)
+    return {
+        "batch_id": batch_id,
+        "completed": len(result.completed),
+        "failed": len(result.failed),
+        "skipped": result.skipped,
+    }
+
+
 @celery_app.task(name=SWEEP_PENDING_TASK)
 def sweep_pending() -> int:
     """Enqueue again every transfer left pending too long (a lost message, a lost enqueue)."""
@@ -71,5 +104,5 @@ def sweep_pending() -> int:
     )
     if stale:
         log.info("re-enqueueing stale pending transfers", count=len(stale))
-        publish_transfers((item.id, item.request_id) for item in stale)
+        publish_transfer_groups([item.id for item in stale], None, None)
     return len(stale)

@@ -80,8 +80,9 @@ async def list_transfers(
     state: Annotated[TransferState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    batch_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> JSONResponse:
-    where = TransferFilter(from_merchant, to_merchant, currency, state)
+    where = TransferFilter(from_merchant, to_merchant, currency, state, batch_id)
     page = await transfers.list_transfers(db, where, cursor, limit)
     result = [TransferRead.of(transfer) for transfer in page.transfers]
     return envelope(result, next_cursor=page.next_cursor)

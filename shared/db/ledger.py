@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Uuid, func, select, text
 
 from shared.db.tables import accounts, transfers
-from shared.db.transfers import TRANSFER_COLUMNS, to_transfer
+from shared.db.transfers import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.domain.transfers import Transfer, TransferState
 
 # One statement writes every posting of a completed transfer: debit the sender, credit the
@@ -148,3 +148,185 @@ class LedgerRepository:
             {"older_than_s": older_than_s, "limit": limit},
         )
         return [StaleTransfer(row.id, row.request_id) for row in rows]
+
+
+@dataclass
+class AccountState:
+    """A locked account during a group: where it started, and the entries written to it."""
+
+    id: uuid.UUID
+    amount: Decimal
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    transfer_id: uuid.UUID
+    account_id: uuid.UUID
+    amount: Decimal
+    balance_after: Decimal
+    account_version: int
+
+
+class GroupLedgerRepository(LedgerRepository):
+    """The statements that apply a whole group of transfers in one transaction."""
+
+    def claim_pending(self, transfer_ids: list[uuid.UUID]) -> list[Transfer]:
+        """Lock the group's transfers that are still pending and not being applied elsewhere.
+
+        SKIP LOCKED: a transfer another worker holds is that worker's to finish (or the sweep's,
+        if that worker dies), so a group never waits on a transfer row.
+        """
+        statement = (
+            select(*TRANSFER_COLUMNS)
+            .where(
+                is_any(transfers.c.id, transfer_ids, Uuid()),
+                transfers.c.state == TransferState.PENDING,
+            )
+            .order_by(transfers.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        return [to_transfer(row) for row in self._connection.execute(statement)]
+
+    def open_receiver_balances(self, transfer_ids: list[uuid.UUID]) -> None:
+        """Open an empty balance for each pending transfer's receiver that has none.
+
+        Run in its own short transaction before the group's, so that the group's transaction
+        only ever locks rows that exist, in one global order.
+        """
+        self._connection.execute(
+            text(
+                """
+                INSERT INTO accounts (id, kind, merchant_id, currency, amount, version)
+                SELECT gen_random_uuid(), 'merchant', to_merchant_id, currency, 0, 0
+                FROM (
+                    SELECT DISTINCT to_merchant_id, currency FROM transfers
+                    WHERE id = ANY(CAST(:transfer_ids AS uuid[])) AND state = 'pending'
+                ) receiver
+                ORDER BY to_merchant_id, currency
+                ON CONFLICT (merchant_id, currency) WHERE kind = 'merchant' DO NOTHING
+                """
+            ),
+            {"transfer_ids": transfer_ids},
+        )
+
+    def lock_balance_set(
+        self, keys: list[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], AccountState]:
+        """Lock the balances in (merchant id, currency) order: the one global row-lock order."""
+        ordered = sorted(set(keys))
+        rows = self._connection.execute(
+            text(
+                """
+                SELECT a.id, a.merchant_id, a.currency, a.amount, a.version
+                FROM accounts a
+                JOIN unnest(CAST(:merchant_ids AS uuid[]), CAST(:currencies AS varchar[]))
+                    AS wanted (merchant_id, currency)
+                  ON a.merchant_id = wanted.merchant_id AND a.currency = wanted.currency
+                WHERE a.kind = 'merchant'
+                ORDER BY a.merchant_id, a.currency
+                FOR UPDATE OF a
+                """
+            ),
+            {"merchant_ids": [k[0] for k in ordered], "currencies": [k[1] for k in ordered]},
+        )
+        return {
+            (row.merchant_id, row.currency): AccountState(row.id, row.amount, row.version)
+            for row in rows
+        }
+
+    def credit_fee_shards(
+        self, credits: dict[tuple[str, int], tuple[Decimal, int]]
+    ) -> dict[tuple[str, int], AccountState]:
+        """Add each shard's total fee and entry count; return every shard's state afterwards.
+
+        Shards are taken in (currency, shard) order, after every balance: the lock order.
+        """
+        ordered = sorted(credits)
+        rows = self._connection.execute(
+            text(
+                """
+                INSERT INTO accounts (id, kind, currency, shard, amount, version)
+                SELECT gen_random_uuid(), 'fee', currency, shard, total, entries
+                FROM unnest(CAST(:currencies AS varchar[]), CAST(:shards AS smallint[]),
+                            CAST(:totals AS numeric[]), CAST(:entries AS bigint[]))
+                    AS credit (currency, shard, total, entries)
+                ORDER BY currency, shard
+                ON CONFLICT (currency, shard) WHERE kind = 'fee' DO UPDATE
+                    SET amount = accounts.amount + EXCLUDED.amount,
+                        version = accounts.version + EXCLUDED.version
+                RETURNING id, currency, shard, amount, version
+                """
+            ),
+            {
+                "currencies": [k[0] for k in ordered],
+                "shards": [k[1] for k in ordered],
+                "totals": [credits[k][0] for k in ordered],
+                "entries": [credits[k][1] for k in ordered],
+            },
+        )
+        return {
+            (row.currency, row.shard): AccountState(row.id, row.amount, row.version) for row in rows
+        }
+
+    def write_group(
+        self,
+        balances: list[AccountState],
+        entries: list[NewEntry],
+        completed: list[uuid.UUID],
+        failed: dict[str, list[uuid.UUID]],
+    ) -> None:
+        """New balances, the journal entries, and every transfer's final state."""
+        if balances:
+            self._connection.execute(
+                text(
+                    """
+                    UPDATE accounts SET amount = new.amount, version = new.version
+                    FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]),
+                                CAST(:versions AS bigint[])) AS new (id, amount, version)
+                    WHERE accounts.id = new.id
+                    """
+                ),
+                {
+                    "ids": [b.id for b in balances],
+                    "amounts": [b.amount for b in balances],
+                    "versions": [b.version for b in balances],
+                },
+            )
+        if entries:
+            self._connection.execute(
+                text(
+                    """
+                    INSERT INTO entries (movement_id, transfer_id, account_id, amount,
+                                         balance_after, account_version)
+                    SELECT transfer_id, transfer_id, account_id, amount, balance_after, version
+                    FROM unnest(CAST(:transfer_ids AS uuid[]), CAST(:account_ids AS uuid[]),
+                                CAST(:amounts AS numeric[]), CAST(:balances AS numeric[]),
+                                CAST(:versions AS bigint[]))
+                        AS entry (transfer_id, account_id, amount, balance_after, version)
+                    """
+                ),
+                {
+                    "transfer_ids": [e.transfer_id for e in entries],
+                    "account_ids": [e.account_id for e in entries],
+                    "amounts": [e.amount for e in entries],
+                    "balances": [e.balance_after for e in entries],
+                    "versions": [e.account_version for e in entries],
+                },
+            )
+        if completed:
+            self._connection.execute(
+                transfers.update()
+                .where(is_any(transfers.c.id, completed, Uuid()))
+                .values(state=TransferState.COMPLETED, processed=func.clock_timestamp())
+            )
+        for reason, transfer_ids in failed.items():
+            self._connection.execute(
+                transfers.update()
+                .where(is_any(transfers.c.id, transfer_ids, Uuid()))
+                .values(
+                    state=TransferState.FAILED,
+                    failure_reason=reason,
+                    processed=func.clock_timestamp(),
+                )
+            )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     MetaData,
     Numeric,
     SmallInteger,
@@ -155,4 +156,24 @@ entries = Table(
     CheckConstraint("transfer_id IS NULL OR transfer_id = movement_id", name="movement"),
     Index("uq_entries_account_version", "account_id", "account_version", unique=True),
     Index("ix_entries_movement_id", "movement_id"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    _now(),
+    Column("accepted", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),
+    CheckConstraint("accepted >= 0 AND refused >= 0", name="counts"),
+)
+
+# Every transfer a batch accepted, created by it or replayed from an earlier request.
+batch_items = Table(
+    "batch_items",
+    metadata,
+    Column("batch_id", UUID(as_uuid=True), ForeignKey("batches.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("transfer_id", UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=False),
+    CheckConstraint("position >= 0", name="position"),
 )

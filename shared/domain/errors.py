@@ -55,6 +55,11 @@ class BatchNotFound(LedgerError):
         super().__init__(f"Batch {batch_id} does not exist")
 
 
+class BatchTooLarge(LedgerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"A batch holds at most {limit} transfers")
+
+
 class IdempotencyKeyReused(LedgerError):
     def __init__(self, key: str) -> None:
         super().__init__(f"Idempotency-Key {key} was already used for a different request")

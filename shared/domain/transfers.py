@@ -118,3 +118,33 @@ def plan_postings(transfer: Transfer, sender_available: Decimal) -> PostingPlan:
     if sender_available + postings[0].amount < 0:
         raise InvariantViolation(f"transfer {transfer.id} would overdraw its sender")
     return PostingPlan(postings=tuple(postings), failure_reason=None)
+
+
+BalanceKey = tuple[UUID, str]  # (merchant id, currency)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutcome:
+    transfer: Transfer
+    plan: PostingPlan
+
+
+def plan_group(
+    transfers: list[Transfer], available: dict[BalanceKey, Decimal]
+) -> list[GroupOutcome]:
+    """Plan many transfers in order against running balances, as if applied one by one.
+
+    A transfer the sender cannot cover fails alone; the ones after it see the balances the
+    earlier ones left. `available` is every sender's balance before the group (not mutated).
+    """
+    running = dict(available)
+    outcomes = []
+    for transfer in transfers:
+        sender = (transfer.from_merchant_id, transfer.currency)
+        receiver = (transfer.to_merchant_id, transfer.currency)
+        plan = plan_postings(transfer, running[sender])
+        if plan.failure_reason is None:
+            running[sender] -= transfer.amount + transfer.fee
+            running[receiver] = running.get(receiver, Decimal(0)) + transfer.amount
+        outcomes.append(GroupOutcome(transfer, plan))
+    return outcomes

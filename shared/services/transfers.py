@@ -64,7 +64,7 @@ def check_parties(parties: dict[str, Party], request: TransferRequest) -> tuple[
     for party in (sender, receiver):
         if party.archived:
             raise MerchantArchived(party.name)
-    if sender.balance_id is None:
+    if request.currency not in sender.balance_ids:
         raise BalanceNotFound(request.currency)
     return sender, receiver
 
@@ -100,8 +100,8 @@ async def submit_transfer(
         repository = TransferRepository(connection)
         if (stored := await repository.get_by_key(key)) is not None:
             return _replay(stored, fingerprint)
-        names = (request.from_merchant, request.to_merchant)
-        parties = await repository.get_parties(names, request.currency)
+        names = [request.from_merchant, request.to_merchant]
+        parties = await repository.get_parties(names, [request.currency])
         sender, receiver = check_parties(parties, request)
         transfer = await repository.insert_pending(
             new_transfer(request, key, sender, receiver, request_id)

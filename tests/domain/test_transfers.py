@@ -1,3 +1,4 @@
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +15,7 @@ from shared.domain.transfers import (
     TransferState,
     fee_account_shard,
     parse_idempotency_key,
+    plan_group,
     plan_postings,
 )
 
@@ -115,3 +117,26 @@ class TestMerchantName:
     def test_refuses(self, name: object) -> None:
         with pytest.raises(InvalidInput):
             parse_merchant_name(name)
+
+
+class TestPlanGroup:
+    def test_later_transfers_see_what_earlier_ones_left(self) -> None:
+        first, second, third = (make_transfer("40", "0") for _ in range(3))
+        sender = first.from_merchant_id
+        second = dataclasses.replace(second, from_merchant_id=sender)
+        third = dataclasses.replace(third, from_merchant_id=sender)
+        available = {(sender, "USD"): Decimal("100")}
+        outcomes = plan_group([first, second, third], available)
+        assert [o.plan.failure_reason for o in outcomes] == [None, None, INSUFFICIENT_FUNDS]
+        assert available == {(sender, "USD"): Decimal("100")}  # not mutated
+
+    def test_money_received_in_the_group_can_be_spent_later_in_it(self) -> None:
+        incoming = make_transfer("50", "0")
+        merchant = incoming.to_merchant_id
+        outgoing = dataclasses.replace(make_transfer("50", "0"), from_merchant_id=merchant)
+        available = {
+            (incoming.from_merchant_id, "USD"): Decimal("50"),
+            (merchant, "USD"): Decimal(0),
+        }
+        outcomes = plan_group([incoming, outgoing], available)
+        assert [o.plan.failure_reason for o in outcomes] == [None, None]

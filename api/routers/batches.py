@@ -1,0 +1,96 @@
+"""Bulk submission for batch importers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from api.deps import DB, RequestId
+from api.errors import error_body, error_responses, status_of
+from api.exact_json import ExactJSONRoute
+from api.responses import envelope
+from api.schemas import (
+    BatchCreate,
+    BatchItemCreate,
+    BatchItemRead,
+    BatchProgressRead,
+    BatchRead,
+    Envelope,
+    ItemError,
+    TransferRead,
+)
+from shared.services import batches
+from shared.services.batches import BatchItem, BatchSubmission
+
+router = APIRouter(prefix="/batches", tags=["batches"], route_class=ExactJSONRoute)
+
+# 10,000 items of ~200 bytes each, with room for long names and keys.
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
+
+
+def parse_items(raw_items: list[Any]) -> tuple[list[BatchItem], dict[int, list[str]]]:
+    """Each item validated on its own: the valid ones, and the messages of the others."""
+    valid: list[BatchItem] = []
+    invalid: dict[int, list[str]] = {}
+    for index, raw in enumerate(raw_items):
+        try:
+            item = BatchItemCreate.model_validate(raw)
+        except ValidationError as error:
+            invalid[index] = [str(detail["msg"]) for detail in error.errors()]
+            continue
+        valid.append(BatchItem(index, item.idempotency_key, item.to_domain()))
+    return valid, invalid
+
+
+def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchRead:
+    items = [
+        BatchItemRead(index=index, error=ItemError(status=422, message=messages))
+        for index, messages in invalid.items()
+    ]
+    for result in submission.results:
+        if result.transfer is not None:
+            items.append(
+                BatchItemRead(index=result.index, transfer=TransferRead.of(result.transfer))
+            )
+        elif result.error is not None:
+            body = error_body(status_of(result.error), result.error.message)
+            items.append(
+                BatchItemRead(
+                    index=result.index,
+                    error=ItemError.model_validate(
+                        {"status": body["status"], "message": body["error"]}
+                    ),
+                )
+            )
+    items.sort(key=lambda item: item.index)
+    return BatchRead(
+        id=submission.id, accepted=submission.accepted, refused=submission.refused, items=items
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Envelope[BatchRead],
+    responses=error_responses(413, 422, 503),
+    summary="Submit up to 10,000 transfers; each item is accepted or refused on its own",
+)
+async def submit_batch(body: BatchCreate, db: DB, request_id: RequestId) -> JSONResponse:
+    valid, invalid = parse_items(body.transfers)
+    submission = await batches.submit_batch(db, valid, len(invalid), request_id)
+    return envelope(render(submission, invalid), status=202)
+
+
+@router.get(
+    "/{batch_id}",
+    response_model=Envelope[BatchProgressRead],
+    responses=error_responses(404, 422, 503),
+    summary="A batch's progress: how many of its transfers are pending, completed, failed",
+)
+async def get_batch(batch_id: uuid.UUID, db: DB) -> JSONResponse:
+    progress = await batches.get_batch(db, batch_id)
+    return envelope(BatchProgressRead.of(progress))

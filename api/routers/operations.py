@@ -1,0 +1,33 @@
+"""Liveness of the process and its dependencies, and the numbers an operator alerts on."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import DB
+from api.errors import error_responses
+from api.responses import envelope
+from api.schemas import Envelope, QueueStatusRead
+from shared.services.health import check_dependencies
+from shared.services.operations import queue_status
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="200 when the database and Redis answer, 503 otherwise")
+async def health(request: Request, db: DB) -> JSONResponse:
+    report = await check_dependencies(db, request.app.state.redis)
+    status = 200 if all(report.values()) else 503
+    return JSONResponse({"status": status, "result": report}, status_code=status)
+
+
+@router.get(
+    "/ops/queue",
+    response_model=Envelope[QueueStatusRead],
+    responses=error_responses(503),
+    summary="Queue depth, pending transfers and the age of the oldest (for alerting)",
+)
+async def queue(request: Request, db: DB) -> JSONResponse:
+    status = await queue_status(db, request.app.state.redis)
+    return envelope(QueueStatusRead.model_validate(status, from_attributes=True))

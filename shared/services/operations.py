@@ -1,0 +1,29 @@
+"""What an operator alerts on: queue depth and the age of the oldest pending transfer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.db.database import Database
+from shared.db.transfers import TransferRepository
+from shared.queue import TRANSFERS_QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    queue_depth: int | None  # messages waiting in the broker; None if Redis did not answer
+    pending_transfers: int
+    oldest_pending_age_s: float | None
+
+
+async def queue_status(db: Database, redis: Redis) -> QueueStatus:
+    async with db.transaction() as connection:
+        pending, oldest_age_s = await TransferRepository(connection).pending_summary()
+    try:
+        depth: int | None = int(await redis.llen(TRANSFERS_QUEUE))
+    except (RedisError, OSError):
+        depth = None
+    return QueueStatus(depth, pending, oldest_age_s)
