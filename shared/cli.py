@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,6 +118,33 @@ def cmd_audit(_: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_import(arguments: argparse.Namespace) -> int:
+    from shared.importer import run_import
+
+    path = Path(arguments.file)
+    rejects = Path(arguments.rejects or f"{path}.rejects.csv")
+    try:
+        progress = run_import(path, arguments.url, arguments.batch_size, rejects, arguments.wait)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted: run the same command again to resume (nothing repeats)\n")
+        return 130
+    elapsed = time.monotonic() - progress.started
+    summary = {
+        "rows": progress.rows,
+        "accepted": progress.accepted,
+        "refused": progress.refused,
+        "completed": progress.completed,
+        "failed": progress.failed,
+        "pending": progress.accepted - progress.settled,
+        "batches": len(progress.batches),
+        "elapsed_s": round(elapsed, 2),
+        "settled_per_s": round(progress.settled / elapsed, 1) if elapsed > 0 else None,
+        "rejects": str(rejects),
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mini-ledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("beat", help="the periodic sweep of stale pending transfers")
     commands.add_parser("flower", help="Flower, the queue dashboard (FLOWER_PORT)")
     commands.add_parser("audit", help="check every ledger invariant; exit 1 if one breaks")
+    importer = commands.add_parser(
+        "import", help="stream a CSV or JSON Lines file of transfers in (resumable)"
+    )
+    importer.add_argument("file", help="idempotency_key,from_merchant,to_merchant,amount,currency")
+    importer.add_argument(
+        "--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}", help="the API"
+    )
+    importer.add_argument("--batch-size", type=int, default=1000, help="rows per POST /batches")
+    importer.add_argument("--rejects", help="where refused rows go (default: FILE.rejects.csv)")
+    importer.add_argument(
+        "--wait", action="store_true", help="wait until every accepted transfer is final"
+    )
     return parser
 
 
@@ -143,6 +183,7 @@ HANDLERS = {
     "beat": cmd_beat,
     "flower": cmd_flower,
     "audit": cmd_audit,
+    "import": cmd_import,
 }
 
 
