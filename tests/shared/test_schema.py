@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.db.database import SyncDatabase
 from shared.db.tables import metadata
+from tests.helpers import assert_ledger_consistent
 
 
 def test_migrations_match_the_table_definitions(sync_db: SyncDatabase) -> None:
@@ -21,7 +22,9 @@ def test_migrations_match_the_table_definitions(sync_db: SyncDatabase) -> None:
     assert differences == []
 
 
-def _merchant_with_balance(connection, amount: str) -> tuple[uuid.UUID, uuid.UUID]:  # type: ignore[no-untyped-def]
+def _merchant_with_balance(
+    connection, amount: str, currency: str = "USD"
+) -> tuple[uuid.UUID, uuid.UUID]:  # type: ignore[no-untyped-def]
     merchant_id, balance_id = uuid.uuid4(), uuid.uuid4()
     connection.execute(
         text("INSERT INTO merchants (id, name, percent_fee) VALUES (:id, :name, 0)"),
@@ -30,14 +33,21 @@ def _merchant_with_balance(connection, amount: str) -> tuple[uuid.UUID, uuid.UUI
     connection.execute(
         text(
             "INSERT INTO accounts (id, kind, merchant_id, currency, amount)"
-            " VALUES (:id, 'merchant', :merchant, 'USD', :amount)"
+            " VALUES (:id, 'merchant', :merchant, :currency, :amount)"
         ),
-        {"id": balance_id, "merchant": merchant_id, "amount": Decimal(amount)},
+        {
+            "id": balance_id,
+            "merchant": merchant_id,
+            "amount": Decimal(amount),
+            "currency": currency,
+        },
     )
     return merchant_id, balance_id
 
 
 class TestDatabaseRefuses:
+    """Every test here leaves the ledger consistent: the whole session shares it."""
+
     def _refused(self, sync_db: SyncDatabase, statement: str, **params: object) -> None:
         with pytest.raises(DBAPIError), sync_db.transaction() as connection:
             ids = _merchant_with_balance(connection, "10")
@@ -64,17 +74,29 @@ class TestDatabaseRefuses:
         )
 
     def test_changing_or_deleting_a_journal_entry(self, sync_db: SyncDatabase) -> None:
+        # A real, balanced deposit (the ledger stays consistent for the tests that follow).
+        currency = f"T{uuid.uuid4().int % 10**8:08d}"
+        movement = uuid.uuid4()
         with sync_db.transaction() as connection:
-            _, balance = _merchant_with_balance(connection, "0")
+            _, balance = _merchant_with_balance(connection, "5", currency)
+            connection.execute(
+                text(
+                    "INSERT INTO accounts (id, kind, currency, amount, version)"
+                    " VALUES (gen_random_uuid(), 'issuance', :currency, -5, 1)"
+                ),
+                {"currency": currency},
+            )
             connection.execute(
                 text(
                     "INSERT INTO entries (movement_id, account_id, amount, balance_after,"
-                    " account_version) VALUES (gen_random_uuid(), :balance, 5, 5, 1)"
+                    " account_version)"
+                    " SELECT :movement, id, amount, amount, 1 FROM accounts"
+                    " WHERE currency = :currency"
                 ),
-                {"balance": balance},
+                {"movement": movement, "currency": currency},
             )
             connection.execute(
-                text("UPDATE accounts SET amount = 5, version = 1 WHERE id = :id"), {"id": balance}
+                text("UPDATE accounts SET version = 1 WHERE id = :id"), {"id": balance}
             )
         for statement in (
             "UPDATE entries SET amount = 6 WHERE account_id = :balance",
@@ -82,11 +104,12 @@ class TestDatabaseRefuses:
         ):
             with pytest.raises(DBAPIError, match="immutable"), sync_db.transaction() as connection:
                 connection.execute(text(statement), {"balance": balance})
+        assert_ledger_consistent(sync_db)
 
     def test_changing_a_final_transfer(self, sync_db: SyncDatabase) -> None:
         transfer_id = uuid.uuid4()
         with sync_db.transaction() as connection:
-            sender, _ = _merchant_with_balance(connection, "10")
+            sender, _ = _merchant_with_balance(connection, "0")
             receiver, _ = _merchant_with_balance(connection, "0")
             connection.execute(
                 text(

@@ -1,0 +1,138 @@
+"""The system under test: servers (configured or embedded), API and worker processes, seed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy import create_engine, text
+
+from shared.config import Settings, load_settings
+from shared.db.migrate import migrate
+from shared.embedded import EmbeddedServers
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DATABASE = "mini_ledger_bench"
+BENCH_REDIS_DB = "14"
+SEED_BALANCE = "1000000000"
+HOT_SENDER_BALANCE = "1000000000000"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, api_workers: int, worker_concurrency: int, worker_processes: int) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="mini-ledger-bench-"))
+        os.chmod(self.home, 0o755)
+        self.servers = EmbeddedServers(self.home)
+        self.api_workers = api_workers
+        self.worker_concurrency = worker_concurrency
+        self.worker_processes = worker_processes
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.embedded = not os.environ.get("POSTGRES_HOST")
+
+    def start(self) -> Settings:
+        os.environ.update(self.servers.start(dict(os.environ)))
+        os.environ.update(
+            {
+                "POSTGRES_DB": BENCH_DATABASE,
+                "REDIS_DB": BENCH_REDIS_DB,
+                "LOG_LEVEL": "WARNING",
+                "MINI_LEDGER_HOME": str(self.home),
+                # The sweep is running, but a backlog under load is not "lost": leave it be.
+                "STALE_PENDING_AFTER_S": "120",
+                "DB_POOL_SIZE": "20",
+            }
+        )
+        settings = load_settings()
+        engine = create_engine(settings.database_url_for("postgres"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
+        engine.dispose()
+        migrate(settings)
+        client = redis.Redis.from_url(settings.redis_url)
+        client.flushdb()
+        client.close()
+        self._spawn("api", "--workers", str(self.api_workers), env={"PORT": str(self.port)})
+        for _ in range(self.worker_processes):
+            self._spawn("worker", "--concurrency", str(self.worker_concurrency))
+        self._spawn("beat")
+        self._wait_healthy()
+        return settings
+
+    def _spawn(self, *argv: str, env: dict[str, str] | None = None) -> None:
+        log = (self.home / f"{argv[0]}-{len(self.processes)}.log").open("ab")
+        self.processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", *argv],
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not come up; logs in {self.home}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.servers.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+async def seed(url: str, merchants: int) -> None:
+    """`merchants` merchants with a 1% fee and a large USD balance (merchant 0 the largest)."""
+    semaphore = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def one(index: int) -> None:
+            async with semaphore:
+                created = await client.post(
+                    "/merchants", json={"name": f"bench-m-{index}", "percent_fee": "1"}
+                )
+                created.raise_for_status()
+                amount = HOT_SENDER_BALANCE if index < 2 else SEED_BALANCE
+                opened = await client.post(
+                    "/merchants/balance",
+                    json={
+                        "merchant_id": created.json()["result"]["id"],
+                        "currency": "USD",
+                        "initial_amount": amount,
+                    },
+                )
+                opened.raise_for_status()
+
+        await asyncio.gather(*(one(index) for index in range(merchants)))
