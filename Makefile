@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 COMPOSE ?= docker compose
 
-.PHONY: install run test lint fmt check audit migrate up down logs-all shell-app shell-db shell-redis clean
+.PHONY: install run test lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,7 @@ shell-redis:
 clean:
 	-$(COMPOSE) down -v --remove-orphans
 	rm -rf .mini-ledger .pytest_cache .ruff_cache .mypy_cache
+
+bench: install  ## load test against pgbench's yardstick; writes bench/results/latest.{json,md}
+	@command -v wrk >/dev/null || (apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk))
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

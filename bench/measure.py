@@ -127,12 +127,18 @@ def run_pgbench(settings: Settings, clients: int, duration_s: int) -> dict[str, 
         connection.execute(text("CREATE DATABASE mini_ledger_pgbench"))
     admin.dispose()
     connect = [
-        "-h", settings.postgres_host, "-p", str(settings.postgres_port),
-        "-U", settings.postgres_user, "mini_ledger_pgbench",
-    ]  # fmt: skip
+        "-h",
+        settings.postgres_host,
+        "-p",
+        str(settings.postgres_port),
+        "-U",
+        settings.postgres_user,
+        "mini_ledger_pgbench",
+    ]
     binary = pgbench_binary()
-    subprocess.run([binary, "-i", "-q", "-s", str(PGBENCH_SCALE), *connect], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [binary, "-i", "-q", "-s", str(PGBENCH_SCALE), *connect], check=True, capture_output=True
+    )
     result = subprocess.run(
         [binary, "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration_s), *connect],
         check=True,
@@ -142,5 +148,10 @@ def run_pgbench(settings: Settings, clients: int, duration_s: int) -> dict[str, 
     match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", result.stdout)
     if match is None:
         raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
-    return {"tps": float(match.group(1)), "clients": clients, "duration_s": duration_s,
-            "scale": PGBENCH_SCALE, "mode": "tpcb-like, -M prepared"}  # fmt: skip
+    return {
+        "tps": float(match.group(1)),
+        "clients": clients,
+        "duration_s": duration_s,
+        "scale": PGBENCH_SCALE,
+        "mode": "tpcb-like, -M prepared",
+    }

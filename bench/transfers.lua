@@ -26,6 +26,7 @@ function init(args)
   replays = 0
   statuses = {}
   history = {}
+  remembered = 0
   math.randomseed(tid * 7919 + os.time())
   ids = {}
   if scenario == "read" and ids_file then
@@ -79,8 +80,8 @@ function request()
   elseif scenario == "bulk" then
     return bulk_request()
   end
-  if scenario == "retry" and #history > 0 and math.random() < 0.2 then
-    local earlier = history[math.random(1, #history)]
+  if scenario == "retry" and remembered > 0 and math.random() < 0.2 then
+    local earlier = history[math.random(1, remembered)]
     replays = replays + 1
     return wrk.format("POST", "/transfers",
       { ["Content-Type"] = "application/json", ["Idempotency-Key"] = earlier[1] }, earlier[2])
@@ -90,7 +91,9 @@ function request()
   local key = prefix .. "-" .. tid .. "-" .. counter
   local body = transfer_body(pair())
   if scenario == "retry" then
-    history[(counter % 1000) + 1] = { key, body }
+    local slot = ((counter - 1) % 1000) + 1
+    history[slot] = { key, body }
+    if slot > remembered then remembered = slot end
   end
   return wrk.format("POST", "/transfers",
     { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key }, body)

@@ -1,0 +1,268 @@
+"""`make bench`: drive Mini Ledger with wrk, measure what settles, and compare with pgbench.
+
+    python bench/run.py [--duration 15] [--connections 32] [--api-workers 2]
+                        [--worker-processes 1] [--worker-concurrency 4] [--scenarios a,b,...]
+
+Starts PostgreSQL and Redis (the configured ones if POSTGRES_HOST / REDIS_HOST are set, else
+embedded), the API and the workers; seeds 1,000 merchants; runs each scenario for a fixed time
+from a separate wrk process; reads back from the database what settled and how fast; checks the
+ledger; runs pgbench on the same server with the same client count; writes
+bench/results/<time>.json and .md, and latest.json / latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from bench.measure import QueueSampler, run_pgbench, scenario_stats, wait_settled  # noqa: E402
+from bench.stack import Stack, seed  # noqa: E402
+from shared.db.database import SyncDatabase  # noqa: E402
+from shared.services.audit import audit_ledger  # noqa: E402
+
+SCENARIOS = ["uniform", "hot-sender", "hot-pair", "retry", "bulk", "read"]
+WRITE_SCENARIOS = [s for s in SCENARIOS if s != "read"]
+MERCHANTS = 1000
+BULK_BATCH = 1000
+DRAIN_TIMEOUT_S = 180
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {  # settled/s as a multiple of pgbench tps (issue #4)
+    "uniform": 0.5,
+    "hot-sender": 0.25,
+    "bulk": 2.0,
+}
+
+
+def run_wrk(
+    url: str, scenario: str, prefix: str, args: argparse.Namespace, ids_file: Path
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "BENCH_SCENARIO": scenario,
+        "BENCH_MERCHANTS": str(MERCHANTS),
+        "BENCH_PREFIX": prefix,
+        "BENCH_BATCH": str(BULK_BATCH),
+        "BENCH_IDS": str(ids_file),
+    }
+    connections = 2 if scenario == "bulk" else args.connections
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{args.duration}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(ROOT / "bench" / "transfers.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed for {scenario}:\n{result.stdout}\n{result.stderr}")
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON "))
+    report: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # The load generator's own CPU, as a share of one core: far below 100% means it kept up.
+    report["load_generator_cpu_pct"] = round(100 * cpu_s / elapsed, 1)
+    report["connections"] = connections
+    return report
+
+
+def run_scenario(
+    stack: Stack,
+    engine: Any,
+    settings: Any,
+    scenario: str,
+    args: argparse.Namespace,
+    run_id: str,
+    ids_file: Path,
+) -> dict[str, Any]:
+    prefix = f"{run_id}-{scenario}"
+    print(f"== {scenario}: {args.duration}s", flush=True)
+    with QueueSampler(settings) as sampler:
+        wrk = run_wrk(stack.url, scenario, prefix, args, ids_file)
+        left_pending = wait_settled(engine, prefix, DRAIN_TIMEOUT_S)
+    duration_s = wrk["duration_us"] / 1e6
+    statuses = {str(k): v for k, v in sorted(wrk["statuses"].items())}
+    result: dict[str, Any] = {
+        "scenario": scenario,
+        "duration_s": round(duration_s, 2),
+        "connections": wrk["connections"],
+        "requests": wrk["requests"],
+        "requests_per_s": round(wrk["requests"] / duration_s, 1),
+        "request_p50_ms": wrk["latency_us"]["p50"] / 1000,
+        "request_p99_ms": wrk["latency_us"]["p99"] / 1000,
+        "status_counts": statuses,
+        "socket_errors": wrk["errors"],
+        "load_generator_cpu_pct": wrk["load_generator_cpu_pct"],
+        "queue_depth": sampler.samples,
+    }
+    if scenario == "read":
+        result.update(
+            p50_ms=result["request_p50_ms"],
+            p95_ms=wrk["latency_us"]["p95"] / 1000,
+            p99_ms=result["request_p99_ms"],
+            accepted_per_s=0.0,
+            settled_per_s=0.0,
+            states={},
+            reads_per_s=result["requests_per_s"],
+        )
+    else:
+        stats = scenario_stats(engine, prefix)
+        settled = stats["states"]["completed"] + stats["states"]["failed"]
+        accepted = stats["transfers"]
+        result.update(stats)
+        result["accepted_per_s"] = round(accepted / duration_s, 1)
+        # Settled per second over the whole window, from the first submission to the last
+        # final state: a backlog that drains after the load stops counts against it.
+        result["settled_per_s"] = round(settled / max(stats["settle_window_s"], duration_s), 1)
+        result["left_pending"] = left_pending
+        if scenario == "retry":
+            result["replays_sent"] = wrk["replays"]
+            result["replays_never_wrote"] = accepted <= wrk["new_keys"]
+    report = audit_ledger(SyncDatabase(engine))
+    result["audit_ok"] = report.ok and report.pending_transfers == 0
+    result["audit"] = report.violations
+    return result
+
+
+def sample_ids(engine: Any, path: Path) -> None:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id FROM transfers ORDER BY random() LIMIT 5000"))
+        path.write_text("".join(f"{row.id}\n" for row in rows))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Run {report['started']} on {report['machine']['cpus']} CPUs, commit "
+        f"`{report['commit']}`; {report['settings']['api_workers']} API processes, "
+        f"{report['settings']['worker_processes']}×{report['settings']['worker_concurrency']} "
+        f"workers, {report['settings']['connections']} connections, "
+        f"{report['settings']['duration_s']} s per scenario; pgbench TPC-B "
+        f"(-M prepared, same server, same clients): **{report['pgbench']['tps']:,.0f} tps**.",
+        "",
+        "| scenario | accepted/s | settled/s | × pgbench | target | p50 ms | p95 ms | p99 ms "
+        "| statuses | states | audit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["scenarios"]:
+        target = TARGETS.get(s["scenario"])
+        ratio = s.get("ratio_to_pgbench")
+        ratio_text = "" if ratio is None else f"{ratio:.2f}"
+        target_text = "" if target is None else f"≥ {target}"
+        lines.append(
+            f"| {s['scenario']} | {s['accepted_per_s']:,.0f} | {s['settled_per_s']:,.0f} | "
+            f"{ratio_text} | {target_text} | "
+            f"{s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | "
+            f"{', '.join(f'{k}: {v}' for k, v in s['status_counts'].items())} | "
+            f"{', '.join(f'{k}: {v}' for k, v in s['states'].items() if v)} | "
+            f"{'ok' if s['audit_ok'] else 'FAILED'} |"
+        )
+    read = next((s for s in report["scenarios"] if s["scenario"] == "read"), None)
+    if read:
+        lines += [
+            "",
+            f"`read`: {read['reads_per_s']:,.0f} requests/s (p50 {read['p50_ms']} ms, "
+            f"p99 {read['p99_ms']} ms). Latencies of write scenarios are submit-to-final "
+            "(database timestamps); of `read`, request latency.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--worker-processes", type=int, default=1)
+    parser.add_argument("--worker-concurrency", type=int, default=4)
+    parser.add_argument("--pgbench-duration", type=int, default=15)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    args = parser.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    run_id = f"bench{uuid.uuid4().hex[:6]}"
+    started = datetime.now(UTC)
+    stack = Stack(args.api_workers, args.worker_concurrency, args.worker_processes)
+    try:
+        settings = stack.start()
+        engine = create_engine(settings.database_url, pool_size=2)
+        print(f"== seeding {MERCHANTS} merchants", flush=True)
+        asyncio.run(seed(stack.url, MERCHANTS))
+        ids_file = stack.home / "transfer-ids.txt"
+        results = []
+        for scenario in scenarios:
+            if scenario == "read":
+                sample_ids(engine, ids_file)
+            results.append(run_scenario(stack, engine, settings, scenario, args, run_id, ids_file))
+        print("== pgbench", flush=True)
+        pgbench = run_pgbench(settings, args.connections, args.pgbench_duration)
+        engine.dispose()
+    finally:
+        stack.stop()
+    for result in results:
+        if result["scenario"] in WRITE_SCENARIOS:
+            result["ratio_to_pgbench"] = round(result["settled_per_s"] / pgbench["tps"], 3)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    report = {
+        "started": started.isoformat().replace("+00:00", "Z"),
+        "commit": commit,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "embedded_servers": stack.embedded,
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "api_workers": args.api_workers,
+            "worker_processes": args.worker_processes,
+            "worker_concurrency": args.worker_concurrency,
+            "merchants": MERCHANTS,
+            "bulk_batch": BULK_BATCH,
+        },
+        "pgbench": pgbench,
+        "scenarios": results,
+        "targets": TARGETS,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    table = markdown(report)
+    for name in (stamp, "latest"):
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(table)
+    print(table)
+    return 0 if all(r["audit_ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
