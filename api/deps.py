@@ -15,22 +15,22 @@ from shared.services.transfers import MAX_WAIT_S
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d+)\s*(?:$|[,;])", re.IGNORECASE)
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def _waiter(request: Request) -> FinalStateWaiter:
+async def _waiter(request: Request) -> FinalStateWaiter:
     waiter: FinalStateWaiter = request.app.state.waiter
     return waiter
 
 
-def _request_id(request: Request) -> str | None:
+async def _request_id(request: Request) -> str | None:
     request_id: str | None = getattr(request.state, "request_id", None)
     return request_id
 
 
-def _idempotency_key(
+async def _idempotency_key(
     key: Annotated[
         str,
         Header(
@@ -42,7 +42,7 @@ def _idempotency_key(
     return parse_idempotency_key(key)
 
 
-def _wait_preference(
+async def _wait_preference(
     prefer: Annotated[
         str | None,
         Header(description="RFC 7240; `wait=N` (N <= 30) waits up to N s for a final state."),

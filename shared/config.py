@@ -90,7 +90,7 @@ def load_settings() -> Settings:
         log_level=_env("LOG_LEVEL", "INFO").upper(),
         json_logs=_env_bool("JSON_LOGS", True),
         statement_timeout_ms=int(_env("STATEMENT_TIMEOUT_MS", "10000")),
-        db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+        db_pool_size=int(_env("DB_POOL_SIZE", "20")),
         lock_ttl_s=_env_float("LOCK_TTL_S", 30.0),
         lock_wait_s=_env_float("LOCK_WAIT_S", 0.5),
         stale_pending_after_s=_env_float("STALE_PENDING_AFTER_S", 30.0),

@@ -1,21 +1,50 @@
-"""Redis locks on balances: token-owned, expiring, acquired in sorted order with a bounded wait.
+"""Redis locks on balances: token-owned, expiring, taken in sorted order with a bounded wait.
 
 They keep workers from piling onto the same balance; they are not what keeps money correct.
 The database's row locks and constraints are, so a lock that expires mid-transfer, or a Redis
 that is down, costs contention, never correctness.
+
+All the locks a transfer needs are taken in one atomic step (a Lua script walks the sorted
+names and sets them only if none is held), so a holder never waits while holding: no deadlock,
+and one round trip to acquire and one to release, however many balances.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import structlog
 from redis import Redis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
+
+# Sets every key to the token, with an expiry, if and only if none of them exists.
+_ACQUIRE_ALL = """
+for _, name in ipairs(KEYS) do
+    if redis.call('exists', name) == 1 then return 0 end
+end
+for _, name in ipairs(KEYS) do
+    redis.call('set', name, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+# Deletes only the keys that still hold our token: an expired lock may be someone else's now.
+_RELEASE_OWN = """
+local released = 0
+for _, name in ipairs(KEYS) do
+    if redis.call('get', name) == ARGV[1] then
+        redis.call('del', name)
+        released = released + 1
+    end
+end
+return released
+"""
+RETRY_INTERVAL_S = 0.005
+MAX_RETRY_INTERVAL_S = 0.05
 
 
 def balance_lock_name(merchant_id: uuid.UUID, currency: str) -> str:
@@ -23,43 +52,57 @@ def balance_lock_name(merchant_id: uuid.UUID, currency: str) -> str:
 
 
 def lock_order(names: list[str]) -> list[str]:
-    """Every holder takes its locks in one global order, so A->B and B->A never deadlock."""
+    """Every holder takes its locks in one global order."""
     return sorted(set(names))
 
 
 class Locker:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._acquire = redis.register_script(_ACQUIRE_ALL)
+        self._release = redis.register_script(_RELEASE_OWN)
 
     @contextmanager
     def hold_all(self, names: list[str], *, timeout_s: float, wait_s: float) -> Iterator[bool]:
         """Yield True holding every lock, or False (holding none) if one stayed busy for `wait_s`.
 
-        Each lock expires after `timeout_s`, so a crashed holder blocks nobody for longer.
+        The locks expire after `timeout_s`, so a crashed holder blocks nobody for longer.
         """
-        with ExitStack() as held:
-            for name in lock_order(names):
-                lock = self._redis.lock(
-                    name, timeout=timeout_s, blocking_timeout=wait_s, thread_local=False
-                )
-                try:
-                    acquired = lock.acquire(token=uuid.uuid4().hex)
-                except RedisError as error:
-                    # Row locks still serialise the balances; carry on without this lock.
-                    log.warning("balance lock unavailable", lock=name, error=str(error))
-                    continue
-                if not acquired:
-                    yield False
-                    return
-                held.callback(_release, lock, name)
+        ordered = lock_order(names)
+        token = uuid.uuid4().hex
+        try:
+            acquired = self._acquire_within(ordered, token, timeout_s, wait_s)
+        except RedisError as error:
+            # Row locks still serialise the balances; carry on without these locks.
+            log.warning("balance locks unavailable", error=str(error))
             yield True
+            return
+        if not acquired:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release_own(ordered, token)
 
+    def _acquire_within(
+        self, names: list[str], token: str, timeout_s: float, wait_s: float
+    ) -> bool:
+        deadline = time.monotonic() + wait_s
+        interval = RETRY_INTERVAL_S
+        while True:
+            if self._acquire(keys=names, args=[token, int(timeout_s * 1000)]):
+                return True
+            if time.monotonic() + interval > deadline:
+                return False
+            time.sleep(interval)
+            interval = min(interval * 2, MAX_RETRY_INTERVAL_S)
 
-def _release(lock: object, name: str) -> None:
-    try:
-        lock.release()  # type: ignore[attr-defined]
-    except LockError:
-        # It expired and may belong to someone else now: releasing only our own token is the point.
-        log.warning("balance lock expired before release", lock=name)
-    except RedisError as error:
-        log.warning("balance lock release failed", lock=name, error=str(error))
+    def _release_own(self, names: list[str], token: str) -> None:
+        try:
+            released = self._release(keys=names, args=[token])
+        except RedisError as error:
+            log.warning("balance lock release failed", error=str(error))
+            return
+        if released != len(names):
+            log.warning("balance lock expired before release", locks=names)

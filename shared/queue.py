@@ -56,9 +56,10 @@ def create_celery(settings: Settings) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-        # Flower shows tasks from these events.
+        # Flower shows tasks from the workers' events; a "sent" event from the API as well would
+        # cost every submission one more Redis publish.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         enable_utc=True,
         timezone="UTC",

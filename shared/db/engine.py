@@ -28,10 +28,12 @@ def _connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
 
 
 def create_api_engine(settings: Settings, application_name: str = "mini-ledger-api") -> AsyncEngine:
+    # No overflow: an overflow connection is closed when returned, and under load that means a
+    # new PostgreSQL backend (a fork) per request. Requests beyond the pool wait for a connection.
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
         pool_pre_ping=True,
         connect_args=_connect_args(settings, application_name),
@@ -41,10 +43,11 @@ def create_api_engine(settings: Settings, application_name: str = "mini-ledger-a
 def create_worker_engine(
     settings: Settings, application_name: str = "mini-ledger-worker"
 ) -> Engine:
+    # A worker process runs one task at a time: two connections cover the task and the sweep.
     return create_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        pool_size=2,
+        max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
         pool_pre_ping=True,
         connect_args=_connect_args(settings, application_name),
