@@ -15,6 +15,7 @@ import structlog
 from celery import Celery
 
 from shared.config import Settings, get_settings
+from shared.domain.transfers import Transfer
 
 log = structlog.get_logger(__name__)
 
@@ -77,20 +78,31 @@ def create_celery(settings: Settings) -> Celery:
 celery_app = create_celery(get_settings())
 
 
-def publish_transfers(transfers: Iterable[tuple[uuid.UUID, str | None]]) -> bool:
+def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> bool:
     """Hand transfers to the workers; False if the broker refused (the sweep will retry them).
 
     Called after the commit that recorded them as pending: the database is the source of
-    truth, so a failed publish delays a transfer, it never loses one.
+    truth, so a failed publish delays a transfer, it never loses one. The message names the
+    balances to lock, so the worker need not read the transfer before taking the locks.
     """
     try:
         with celery_app.producer_or_acquire() as producer:
-            for transfer_id, request_id in transfers:
+            for transfer in transfers:
+                transfer_id = str(transfer.id)
                 celery_app.send_task(
                     APPLY_TRANSFER_TASK,
-                    args=[str(transfer_id)],
-                    kwargs={"request_id": request_id},
+                    args=[transfer_id],
+                    kwargs={
+                        "request_id": request_id,
+                        "balances": [
+                            [str(transfer.from_merchant_id), transfer.currency],
+                            [str(transfer.to_merchant_id), transfer.currency],
+                        ],
+                    },
                     producer=producer,
+                    # Given, so Celery does not build them with its (slow) saferepr.
+                    argsrepr=transfer_id,
+                    kwargsrepr="",
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".
         log.warning("enqueue failed, the sweep will retry", error=str(error))
@@ -118,6 +130,8 @@ def publish_transfer_groups(
                         "request_id": request_id,
                     },
                     producer=producer,
+                    argsrepr=f"{len(group)} transfers",
+                    kwargsrepr=f"batch_id={batch_id}",
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".
         log.warning("enqueue failed, the sweep will retry", error=str(error))

@@ -48,7 +48,12 @@ def retry_delay_s(retries: int) -> float:
     retry_backoff_max=int(RETRY_MAX_DELAY_S),
     retry_jitter=True,
 )
-def apply_transfer(self: Task[Any, Any], transfer_id: str, request_id: str | None = None) -> str:
+def apply_transfer(
+    self: Task[Any, Any],
+    transfer_id: str,
+    request_id: str | None = None,
+    balances: list[list[str]] | None = None,
+) -> str:
     """Apply one pending transfer; `request_id` is bound to the log context by a signal."""
     structlog.contextvars.bind_contextvars(transfer_id=transfer_id)
     worker = resources()
@@ -56,6 +61,7 @@ def apply_transfer(self: Task[Any, Any], transfer_id: str, request_id: str | Non
         worker.db,
         worker.locker,
         uuid.UUID(transfer_id),
+        None if balances is None else [(uuid.UUID(m), currency) for m, currency in balances],
         lock_ttl_s=worker.settings.lock_ttl_s,
         lock_wait_s=worker.settings.lock_wait_s,
     )

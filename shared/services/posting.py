@@ -45,6 +45,7 @@ def apply_transfer(
     db: SyncDatabase,
     locker: Locker,
     transfer_id: uuid.UUID,
+    balances: list[BalanceKey] | None,
     *,
     lock_ttl_s: float,
     lock_wait_s: float,
@@ -54,29 +55,32 @@ def apply_transfer(
     Redis locks on both balances are taken first (sorted, bounded wait) and released only
     after the commit. Inside the transaction the transfer row and then both balance rows are
     locked in merchant id order; the rows, not Redis, are what make the funds check safe.
+    `balances` (from the message) names the balances to lock; without it the transfer is read
+    first to find them.
     """
-    with db.transaction() as connection:
-        transfer = LedgerRepository(connection).get_transfer(transfer_id)
-    if transfer is None:
-        return ApplyOutcome.NOT_FOUND
-    if transfer.state.is_final:
-        return ApplyOutcome.ALREADY_FINAL
-    lock_names = [
-        balance_lock_name(transfer.from_merchant_id, transfer.currency),
-        balance_lock_name(transfer.to_merchant_id, transfer.currency),
-    ]
+    if balances is None:
+        with db.transaction() as connection:
+            found = LedgerRepository(connection).get_transfer(transfer_id)
+        if found is None:
+            return ApplyOutcome.NOT_FOUND
+        if found.state.is_final:
+            return ApplyOutcome.ALREADY_FINAL
+        balances = list(_balance_keys(found))
+    lock_names = [balance_lock_name(merchant_id, currency) for merchant_id, currency in balances]
     with locker.hold_all(lock_names, timeout_s=lock_ttl_s, wait_s=lock_wait_s) as held:
         if not held:
             return ApplyOutcome.LOCKS_BUSY
         with db.transaction() as connection:
             ledger = LedgerRepository(connection)
             transfer = ledger.get_transfer_for_update(transfer_id)
-            if transfer is None or transfer.state.is_final:
+            if transfer is None:
+                return ApplyOutcome.NOT_FOUND
+            if transfer.state.is_final:
                 return ApplyOutcome.ALREADY_FINAL
-            balances = ledger.lock_balances(
+            locked = ledger.lock_balances(
                 [transfer.from_merchant_id, transfer.to_merchant_id], transfer.currency
             )
-            sender = balances.get(transfer.from_merchant_id)
+            sender = locked.get(transfer.from_merchant_id)
             if sender is None:  # Checked at submission, and balances are never deleted.
                 raise InvariantViolation(f"sender balance of transfer {transfer.id} is missing")
             plan = plan_postings(transfer, sender.amount)

@@ -111,7 +111,7 @@ async def submit_transfer(
             if stored is None:  # Transfers are never deleted, so the winner must be visible.
                 raise InvariantViolation(f"transfer with key {key} vanished")
             return _replay(stored, fingerprint)
-    await asyncio.to_thread(publish_transfers, [(transfer.id, request_id)])
+    await asyncio.to_thread(publish_transfers, [transfer], request_id)
     return Submission(transfer, replayed=False)
 
 

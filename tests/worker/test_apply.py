@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import httpx
+from fastapi import FastAPI
 from redis import Redis
 from sqlalchemy import text
 
@@ -14,6 +15,7 @@ from shared.db.database import SyncDatabase
 from shared.locks import Locker, balance_lock_name
 from shared.queue import publish_transfers
 from shared.services.posting import ApplyOutcome, apply_transfer
+from shared.services.transfers import get_transfer
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
@@ -45,20 +47,22 @@ class TestRedelivery:
         assert _entry_count(sync_db, transfer_id) == 3
         redis = Redis.from_url(load_settings().redis_url)
         outcome = apply_transfer(
-            sync_db, Locker(redis), uuid.UUID(transfer_id), lock_ttl_s=5, lock_wait_s=1
+            sync_db, Locker(redis), uuid.UUID(transfer_id), None, lock_ttl_s=5, lock_wait_s=1
         )
         redis.close()
         assert outcome is ApplyOutcome.ALREADY_FINAL
         assert _entry_count(sync_db, transfer_id) == 3
 
     async def test_duplicate_messages_apply_once(
-        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase, app: FastAPI
     ) -> None:
+        database = app.state.database
         sender = await funded_merchant(client, "100")
         receiver = await create_merchant(client)
         response = await submit(client, sender["name"], receiver["name"], "10")
         transfer_id = response.json()["result"]["id"]
-        assert publish_transfers([(uuid.UUID(transfer_id), None)] * 10)
+        transfer = await get_transfer(database, uuid.UUID(transfer_id))
+        assert publish_transfers([transfer] * 10, None)
         await settle(client, [transfer_id])
         await asyncio.sleep(0.5)  # let the duplicates run too
         assert _entry_count(sync_db, transfer_id) == 2
