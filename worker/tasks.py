@@ -8,13 +8,17 @@ from typing import Any
 
 import structlog
 from celery import Task
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from shared.notifications import announce_final
 from shared.queue import (
     APPLY_GROUP_TASK,
     APPLY_TRANSFER_TASK,
+    GROUP_SIZE,
     SWEEP_PENDING_TASK,
+    TRANSFERS_QUEUE,
     celery_app,
     publish_transfer_groups,
 )
@@ -32,6 +36,8 @@ RETRY_MAX_DELAY_S = 5.0
 # A database error (connection lost, lock or statement timeout) rolls back; retry the same way.
 MAX_DB_RETRIES = 8
 SWEEP_BATCH = 1000
+# Messages waiting in the queue from which a worker applies transfers in groups.
+DRAIN_BACKLOG = 50
 
 
 def retry_delay_s(retries: int) -> float:
@@ -54,9 +60,17 @@ def apply_transfer(
     request_id: str | None = None,
     balances: list[list[str]] | None = None,
 ) -> str:
-    """Apply one pending transfer; `request_id` is bound to the log context by a signal."""
+    """Apply one pending transfer; `request_id` is bound to the log context by a signal.
+
+    With a backlog in the queue, the transfer is applied in a group with the oldest pending
+    ones instead (see `posting.drain_pending`): the backlog drains many times faster.
+    """
     structlog.contextvars.bind_contextvars(transfer_id=transfer_id)
     worker = resources()
+    if _queue_depth(worker.redis) >= DRAIN_BACKLOG:
+        drained = posting.drain_pending(worker.db, uuid.UUID(transfer_id), GROUP_SIZE)
+        announce_final(worker.redis, drained.completed + drained.failed)
+        return "drained"
     outcome = posting.apply_transfer(
         worker.db,
         worker.locker,
@@ -72,6 +86,13 @@ def apply_transfer(
             raise self.retry(countdown=retry_delay_s(self.request.retries))
         log.warning("balance locks stayed busy, leaving the transfer to the sweep")
     return outcome.value
+
+
+def _queue_depth(redis: Redis) -> int:
+    try:
+        return int(redis.llen(TRANSFERS_QUEUE))
+    except RedisError:
+        return 0
 
 
 @celery_app.task(

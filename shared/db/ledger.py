@@ -188,6 +188,17 @@ class GroupLedgerRepository(LedgerRepository):
         )
         return [to_transfer(row) for row in self._connection.execute(statement)]
 
+    def oldest_pending(self, limit: int) -> list[uuid.UUID]:
+        """Up to `limit` pending transfers, longest waiting first, that no one is applying."""
+        rows = self._connection.execute(
+            select(transfers.c.id)
+            .where(transfers.c.state == TransferState.PENDING)
+            .order_by(transfers.c.enqueued, transfers.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [row.id for row in rows]
+
     def open_receiver_balances(self, transfer_ids: list[uuid.UUID]) -> None:
         """Open an empty balance for each pending transfer's receiver that has none.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 
 import httpx
 from fastapi import FastAPI
@@ -12,10 +13,12 @@ from sqlalchemy import text
 
 from shared.config import load_settings
 from shared.db.database import SyncDatabase
+from shared.db.transfers import TransferRepository
+from shared.domain.transfers import TransferRequest
 from shared.locks import Locker, balance_lock_name
-from shared.queue import publish_transfers
-from shared.services.posting import ApplyOutcome, apply_transfer
-from shared.services.transfers import get_transfer
+from shared.queue import GROUP_SIZE, publish_transfers
+from shared.services.posting import ApplyOutcome, apply_transfer, drain_pending
+from shared.services.transfers import get_transfer, new_transfer
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
@@ -23,6 +26,7 @@ from tests.helpers import (
     funded_merchant,
     settle,
     submit,
+    unique,
 )
 
 
@@ -88,4 +92,36 @@ class TestBusyLocks:
         redis.close()
         (final,) = await settle(client, [transfer_id])
         assert final["state"] == "completed"
+        assert_ledger_consistent(sync_db)
+
+
+class TestDrain:
+    async def test_a_backlog_is_applied_as_one_group_in_order(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase, app: FastAPI
+    ) -> None:
+        sender = await funded_merchant(client, "100")
+        receiver = await create_merchant(client)
+        parties = {sender["name"]: sender, receiver["name"]: receiver}
+        # Recorded but never enqueued: only the drain can apply them.
+        async with app.state.database.transaction() as connection:
+            repository = TransferRepository(connection)
+            found = await repository.get_parties(list(parties), ["USD"])
+            pending = [
+                new_transfer(
+                    TransferRequest(sender["name"], receiver["name"], Decimal(30), "USD"),
+                    unique("drain"),
+                    found[sender["name"]],
+                    found[receiver["name"]],
+                    None,
+                )
+                for _ in range(4)
+            ]
+            await repository.insert_pending_many(pending)
+        result = drain_pending(sync_db, pending[0].id, GROUP_SIZE)
+        ours = {t.id for t in pending}
+        # 4 x 30 > 100: the one applied last fails alone; the one named in the message goes first.
+        assert pending[0].id in result.completed
+        assert len(ours & set(result.completed)) == 3 and len(ours & set(result.failed)) == 1
+        assert await balance_of(client, sender["name"]) == Decimal(10)
+        assert await balance_of(client, receiver["name"]) == Decimal(90)
         assert_ledger_consistent(sync_db)
