@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--worker-processes", type=int, default=1)
-    parser.add_argument("--worker-concurrency", type=int, default=4)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--pgbench-duration", type=int, default=15)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,6 +28,10 @@ class Database:
                 yield connection
         except UNAVAILABLE_ERRORS as error:
             raise DependencyUnavailable("Database is unavailable, try again later") from error
+
+    async def ping(self) -> None:
+        async with self.transaction() as connection:
+            await connection.execute(text("SELECT 1"))
 
 
 class SyncDatabase:

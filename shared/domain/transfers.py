@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Literal
 from uuid import UUID
 
 from shared.domain.errors import InvalidInput, InvariantViolation
@@ -71,7 +72,7 @@ class Transfer:
 class Posting:
     """One leg of a transfer: a signed amount on one account (negative = debit)."""
 
-    role: str  # "sender", "receiver" or "fee"
+    role: Literal["sender", "receiver", "fee"]
     amount: Decimal
 
 
@@ -81,10 +82,6 @@ class PostingPlan:
 
     postings: tuple[Posting, ...]
     failure_reason: str | None
-
-    @property
-    def debit(self) -> Decimal:
-        return -sum((p.amount for p in self.postings if p.role == "sender"), Decimal(0))
 
 
 def parse_idempotency_key(value: str) -> str:

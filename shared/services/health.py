@@ -6,7 +6,6 @@ import asyncio
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
 
 from shared.db.database import Database
 from shared.domain.errors import DependencyUnavailable
@@ -16,8 +15,8 @@ CHECK_TIMEOUT_S = 2
 
 async def _database_ok(db: Database) -> bool:
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S), db.transaction() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await db.ping()
     except (DependencyUnavailable, TimeoutError):
         return False
     return True
