@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.db.batches import BatchProgress
 from shared.domain.errors import InvalidInput
-from shared.domain.merchants import Balance, Merchant, MerchantWithBalances, parse_merchant_name
+from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
     format_amount,
     format_percent,
@@ -28,7 +28,7 @@ from shared.domain.money import (
     parse_currency,
     parse_percent_fee,
 )
-from shared.domain.transfers import Transfer, TransferRequest, parse_idempotency_key
+from shared.domain.transfers import TransferRequest, parse_idempotency_key
 
 T = TypeVar("T")
 
@@ -107,40 +107,26 @@ class TransferCreate(RequestModel):
         return TransferRequest(self.from_merchant, self.to_merchant, self.amount, self.currency)
 
 
-class BalanceRead(BaseModel):
+class ReadModel(BaseModel):
+    """A response schema, built from a domain object's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class BalanceRead(ReadModel):
     id: UUID
     merchant_id: UUID
     currency: str
     amount: AmountOut
 
-    @classmethod
-    def of(cls, balance: Balance) -> BalanceRead:
-        return cls(
-            id=balance.id,
-            merchant_id=balance.merchant_id,
-            currency=balance.currency,
-            amount=balance.amount,
-        )
 
-
-class MerchantRead(BaseModel):
+class MerchantRead(ReadModel):
     id: UUID
     name: str
     percent_fee: PercentOut
     created: Timestamp
     updated: Timestamp
     archived: bool
-
-    @classmethod
-    def of(cls, merchant: Merchant) -> MerchantRead:
-        return cls(
-            id=merchant.id,
-            name=merchant.name,
-            percent_fee=merchant.percent_fee,
-            created=merchant.created,
-            updated=merchant.updated,
-            archived=merchant.archived,
-        )
 
 
 class MerchantWithBalancesRead(MerchantRead):
@@ -149,12 +135,12 @@ class MerchantWithBalancesRead(MerchantRead):
     @classmethod
     def of_merchant(cls, found: MerchantWithBalances) -> MerchantWithBalancesRead:
         return cls(
-            **MerchantRead.of(found.merchant).model_dump(),
-            balances=[BalanceRead.of(balance) for balance in found.balances],
+            **MerchantRead.model_validate(found.merchant).model_dump(),
+            balances=[BalanceRead.model_validate(balance) for balance in found.balances],
         )
 
 
-class TransferRead(BaseModel):
+class TransferRead(ReadModel):
     id: UUID
     from_merchant_id: UUID
     to_merchant_id: UUID
@@ -167,23 +153,6 @@ class TransferRead(BaseModel):
     failure_reason: str | None
     created: Timestamp
     processed: Timestamp | None
-
-    @classmethod
-    def of(cls, transfer: Transfer) -> TransferRead:
-        return cls(
-            id=transfer.id,
-            from_merchant_id=transfer.from_merchant_id,
-            to_merchant_id=transfer.to_merchant_id,
-            amount=transfer.amount,
-            fee=transfer.fee,
-            percent_fee=transfer.percent_fee,
-            currency=transfer.currency,
-            idempotency_key=transfer.idempotency_key,
-            state=transfer.state.value,
-            failure_reason=transfer.failure_reason,
-            created=transfer.created,
-            processed=transfer.processed,
-        )
 
 
 class Envelope(BaseModel, Generic[T]):

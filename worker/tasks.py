@@ -33,7 +33,6 @@ log = structlog.get_logger(__name__)
 MAX_LOCK_RETRIES = 16
 RETRY_BASE_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 5.0
-# A database error (connection lost, lock or statement timeout) rolls back; retry the same way.
 MAX_DB_RETRIES = 8
 SWEEP_BATCH = 1000
 # Messages waiting in the queue from which a worker applies transfers in groups.
@@ -45,14 +44,17 @@ def retry_delay_s(retries: int) -> float:
     return random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**retries))
 
 
+# A database error (connection lost, lock or statement timeout) rolled the work back: retry.
+RETRY_ON_DATABASE_ERRORS: dict[str, Any] = {
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": True,
+    "retry_backoff_max": int(RETRY_MAX_DELAY_S),
+    "retry_jitter": True,
+}
+
+
 @celery_app.task(
-    name=APPLY_TRANSFER_TASK,
-    bind=True,
-    max_retries=MAX_LOCK_RETRIES,
-    autoretry_for=(DBAPIError,),
-    retry_backoff=True,
-    retry_backoff_max=int(RETRY_MAX_DELAY_S),
-    retry_jitter=True,
+    name=APPLY_TRANSFER_TASK, bind=True, max_retries=MAX_LOCK_RETRIES, **RETRY_ON_DATABASE_ERRORS
 )
 def apply_transfer(
     self: Task[Any, Any],
@@ -95,14 +97,7 @@ def _queue_depth(redis: Redis) -> int:
         return 0
 
 
-@celery_app.task(
-    name=APPLY_GROUP_TASK,
-    max_retries=MAX_DB_RETRIES,
-    autoretry_for=(DBAPIError,),
-    retry_backoff=True,
-    retry_backoff_max=int(RETRY_MAX_DELAY_S),
-    retry_jitter=True,
-)
+@celery_app.task(name=APPLY_GROUP_TASK, max_retries=MAX_DB_RETRIES, **RETRY_ON_DATABASE_ERRORS)
 def apply_transfer_group(
     transfer_ids: list[str], batch_id: str | None = None, request_id: str | None = None
 ) -> dict[str, Any]:

@@ -54,7 +54,9 @@ def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchR
     for result in submission.results:
         if result.transfer is not None:
             items.append(
-                BatchItemRead(index=result.index, transfer=TransferRead.of(result.transfer))
+                BatchItemRead(
+                    index=result.index, transfer=TransferRead.model_validate(result.transfer)
+                )
             )
         elif result.error is not None:
             body = error_body(status_of(result.error), result.error.message)

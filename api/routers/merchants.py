@@ -30,7 +30,7 @@ router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSO
 )
 async def create_merchant(body: MerchantCreate, db: DB) -> JSONResponse:
     merchant = await merchants.create_merchant(db, body.name, body.percent_fee)
-    return envelope(MerchantRead.of(merchant))
+    return envelope(MerchantRead.model_validate(merchant))
 
 
 @router.post(
@@ -41,7 +41,7 @@ async def create_merchant(body: MerchantCreate, db: DB) -> JSONResponse:
 )
 async def open_balance(body: BalanceCreate, db: DB) -> JSONResponse:
     balance = await merchants.open_balance(db, body.merchant_id, body.currency, body.initial_amount)
-    return envelope(BalanceRead.of(balance))
+    return envelope(BalanceRead.model_validate(balance))
 
 
 @router.get(
@@ -63,4 +63,4 @@ async def get_merchant(merchant_name: str, db: DB) -> JSONResponse:
 )
 async def list_balances(merchant_name: str, db: DB) -> JSONResponse:
     balances = await merchants.list_balances(db, merchant_name)
-    return envelope([BalanceRead.of(balance) for balance in balances])
+    return envelope([BalanceRead.model_validate(balance) for balance in balances])

@@ -30,7 +30,7 @@ def transfer_response(
     if wait_applied is not None:
         headers["Preference-Applied"] = f"wait={wait_applied}"
     status = 200 if transfer.state.is_final else 202
-    return envelope(TransferRead.of(transfer), status=status, headers=headers)
+    return envelope(TransferRead.model_validate(transfer), status=status, headers=headers)
 
 
 @router.post(
@@ -63,7 +63,7 @@ async def submit_transfer(
 )
 async def get_transfer(transfer_id: uuid.UUID, db: DB) -> JSONResponse:
     transfer = await transfers.get_transfer(db, transfer_id)
-    return envelope(TransferRead.of(transfer))
+    return envelope(TransferRead.model_validate(transfer))
 
 
 @router.get(
@@ -84,5 +84,5 @@ async def list_transfers(
 ) -> JSONResponse:
     where = TransferFilter(from_merchant, to_merchant, currency, state, batch_id)
     page = await transfers.list_transfers(db, where, cursor, limit)
-    result = [TransferRead.of(transfer) for transfer in page.transfers]
+    result = [TransferRead.model_validate(transfer) for transfer in page.transfers]
     return envelope(result, next_cursor=page.next_cursor)

@@ -25,15 +25,18 @@ from tests.helpers import (
     funded_merchant,
     settle,
     submit,
+    unique,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-async def _fund_pairs(client: httpx.AsyncClient, pairs: int) -> list[tuple[dict, dict]]:
+async def _fund_pairs(
+    client: httpx.AsyncClient, pairs: int, funds: str = "1000"
+) -> list[tuple[dict, dict]]:
     result = []
     for _ in range(pairs):
-        sender = await funded_merchant(client, "1000", percent_fee="1")
+        sender = await funded_merchant(client, funds, percent_fee="1")
         receiver = await create_merchant(client)
         result.append((sender, receiver))
     return result
@@ -59,14 +62,12 @@ async def _count_final(client: httpx.AsyncClient, ids: list[str]) -> int:
     return sum(r.json()["result"]["state"] != "pending" for r in states)
 
 
-async def _check_outcome(
-    client: httpx.AsyncClient, pairs: list[tuple[dict, dict]], ids: list[str]
+async def _check_balances(
+    client: httpx.AsyncClient, pairs: list[tuple[dict, dict]], transfers: int, funds: str = "1000"
 ) -> None:
-    final = await settle(client, ids)
-    assert all(t["state"] == "completed" for t in final)  # every sender can afford its share
-    per_pair = len(ids) // len(pairs)
+    per_pair = transfers // len(pairs)
     for sender, receiver in pairs:
-        assert await balance_of(client, sender["name"]) == Decimal("1000") - per_pair * Decimal(
+        assert await balance_of(client, sender["name"]) == Decimal(funds) - per_pair * Decimal(
             "7.07"
         )
         assert await balance_of(client, receiver["name"]) == per_pair * Decimal("7")
@@ -77,17 +78,42 @@ class TestWorkerKilled:
         self, stack: tuple[Stack, httpx.AsyncClient], sync_db: SyncDatabase
     ) -> None:
         fault, client = stack
-        pairs = await _fund_pairs(client, 4)
-        ids = await _submit_many(client, pairs, 200)
+        pairs = await _fund_pairs(client, 4, funds="10000")
+        # One bulk request: the worker then applies groups of 250 for a few seconds.
+        items = [
+            {
+                "idempotency_key": unique("kill"),
+                "from_merchant": pairs[i % 4][0]["name"],
+                "to_merchant": pairs[i % 4][1]["name"],
+                "amount": "7",
+                "currency": "USD",
+            }
+            for i in range(4000)
+        ]
+        response = await client.post("/batches", json={"transfers": items})
+        assert response.status_code == 202
+        ids = [item["transfer"]["id"] for item in response.json()["result"]["items"]]
+        batch_id = response.json()["result"]["id"]
         deadline = time.monotonic() + 60
-        while (done := await _count_final(client, ids)) < 5:
+        while True:
+            counts = (await client.get(f"/batches/{batch_id}")).json()["result"]["counts"]
+            if counts["completed"] > 0:
+                break
             assert time.monotonic() < deadline, "worker never started applying"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         os.killpg(fault.worker.pid, signal.SIGKILL)  # the worker and its pool children
         fault.worker.wait()
-        assert done < len(ids), "the kill came too late to hit the load"
+        counts = (await client.get(f"/batches/{batch_id}")).json()["result"]["counts"]
+        assert counts["pending"] > 0, "the kill came too late to hit the load"
         fault.start_worker()
-        await _check_outcome(client, pairs, ids)
+        deadline = time.monotonic() + 120
+        while not (progress := (await client.get(f"/batches/{batch_id}")).json()["result"])[
+            "finished"
+        ]:
+            assert time.monotonic() < deadline, progress
+            await asyncio.sleep(0.2)
+        assert progress["counts"] == {"pending": 0, "completed": len(ids), "failed": 0}
+        await _check_balances(client, pairs, len(ids), funds="10000")
         assert_ledger_consistent(sync_db)
 
 
@@ -104,5 +130,7 @@ class TestBrokerRestarted:
         # Accepted while the broker is down: recorded, the enqueue fails, the sweep finds them.
         ids += await _submit_many(client, pairs, 40)
         fault.redis.start()
-        await _check_outcome(client, pairs, ids)
+        final = await settle(client, ids)
+        assert all(t["state"] == "completed" for t in final)  # every sender can afford its share
+        await _check_balances(client, pairs, len(ids))
         assert_ledger_consistent(sync_db)
