@@ -44,6 +44,12 @@ def status_of(error: errors.LedgerError) -> int:
     return 500
 
 
+def describe(error: errors.LedgerError) -> tuple[int, str | list[str]]:
+    """A domain error's status and message, as SPEC renders it (a list for 422)."""
+    status = status_of(error)
+    return status, [error.message] if status == 422 else error.message
+
+
 def error_body(status: int, message: str | list[str]) -> dict[str, object]:
     if status == 422 and isinstance(message, str):
         message = [message]

@@ -126,5 +126,5 @@ def sweep_pending() -> int:
     )
     if stale:
         log.info("re-enqueueing stale pending transfers", count=len(stale))
-        publish_transfer_groups([item.id for item in stale], None, None)
+        publish_transfer_groups(stale, None, None)
     return len(stale)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import DB, RequestId
-from api.errors import error_body, error_responses, status_of
+from api.errors import describe, error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
 from api.schemas import (
@@ -59,14 +59,9 @@ def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchR
                 )
             )
         elif result.error is not None:
-            body = error_body(status_of(result.error), result.error.message)
+            status, message = describe(result.error)
             items.append(
-                BatchItemRead(
-                    index=result.index,
-                    error=ItemError.model_validate(
-                        {"status": body["status"], "message": body["error"]}
-                    ),
-                )
+                BatchItemRead(index=result.index, error=ItemError(status=status, message=message))
             )
     items.sort(key=lambda item: item.index)
     return BatchRead(

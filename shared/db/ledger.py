@@ -57,12 +57,6 @@ class LockedBalance:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class StaleTransfer:
-    id: uuid.UUID
-    request_id: str | None
-
-
 class LedgerRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
@@ -125,7 +119,7 @@ class LedgerRepository:
             )
         )
 
-    def claim_stale_pending(self, older_than_s: float, limit: int) -> list[StaleTransfer]:
+    def claim_stale_pending(self, older_than_s: float, limit: int) -> list[uuid.UUID]:
         """Mark up to `limit` transfers pending since before `older_than_s` as enqueued now.
 
         SKIP LOCKED lets several sweepers (or a worker applying one of them) run at once.
@@ -142,12 +136,12 @@ class LedgerRepository:
                     LIMIT :limit
                     FOR UPDATE SKIP LOCKED
                 )
-                RETURNING id, request_id
+                RETURNING id
                 """
             ),
             {"older_than_s": older_than_s, "limit": limit},
         )
-        return [StaleTransfer(row.id, row.request_id) for row in rows]
+        return [row.id for row in rows]
 
 
 @dataclass

@@ -16,7 +16,6 @@ from shared.db.ledger import (
     GroupLedgerRepository,
     LedgerRepository,
     NewEntry,
-    StaleTransfer,
 )
 from shared.domain.errors import InvariantViolation
 from shared.domain.money import format_amount
@@ -101,7 +100,7 @@ def apply_transfer(
     return ApplyOutcome.COMPLETED
 
 
-def claim_stale_pending(db: SyncDatabase, older_than_s: float, limit: int) -> list[StaleTransfer]:
+def claim_stale_pending(db: SyncDatabase, older_than_s: float, limit: int) -> list[uuid.UUID]:
     """Pending transfers whose last enqueue is older than `older_than_s`, marked enqueued now."""
     with db.transaction() as connection:
         return LedgerRepository(connection).claim_stale_pending(older_than_s, limit)
