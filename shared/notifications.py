@@ -23,11 +23,11 @@ RECONNECT_DELAY_S = 1.0
 
 
 def announce_final(redis: Redis, transfer_ids: list[uuid.UUID]) -> None:
+    """One notice for a whole group: every API process reads every notice, so fewer is cheaper."""
+    if not transfer_ids:
+        return
     try:
-        with redis.pipeline(transaction=False) as pipe:
-            for transfer_id in transfer_ids:
-                pipe.publish(FINAL_STATE_CHANNEL, str(transfer_id))
-            pipe.execute()
+        redis.publish(FINAL_STATE_CHANNEL, ",".join(str(i) for i in transfer_ids))
     except RedisError as error:
         log.warning("final-state notice not sent", error=str(error))
 
@@ -78,10 +78,13 @@ class FinalStateWaiter:
                 await asyncio.sleep(RECONNECT_DELAY_S)
 
     def _wake(self, data: bytes | str) -> None:
-        try:
-            transfer_id = uuid.UUID(data.decode() if isinstance(data, bytes) else data)
-        except ValueError:
+        if not self._waiting:
             return
-        for future in self._waiting.pop(transfer_id, set()):
-            if not future.done():
-                future.set_result(None)
+        for text in (data.decode() if isinstance(data, bytes) else data).split(","):
+            try:
+                transfer_id = uuid.UUID(text)
+            except ValueError:
+                continue
+            for future in self._waiting.pop(transfer_id, set()):
+                if not future.done():
+                    future.set_result(None)
