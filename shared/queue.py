@@ -27,7 +27,7 @@ MAINTENANCE_QUEUE = "maintenance"
 # Unacknowledged messages are handed out again after this; longer than any task may run.
 VISIBILITY_TIMEOUT_S = 600
 # Transfers a worker applies in one database transaction (bulk submissions and the sweep).
-GROUP_SIZE = 250
+GROUP_SIZE = 1000
 TASK_TIME_LIMIT_S = 120
 BROKER_SOCKET_TIMEOUT_S = 5
 
