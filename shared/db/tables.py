@@ -155,7 +155,6 @@ entries = Table(
     CheckConstraint("amount <> 0", name="amount_not_zero"),
     CheckConstraint("transfer_id IS NULL OR transfer_id = movement_id", name="movement"),
     Index("uq_entries_account_version", "account_id", "account_version", unique=True),
-    Index("ix_entries_movement_id", "movement_id"),
 )
 
 batches = Table(
