@@ -29,8 +29,23 @@ class Database:
         except UNAVAILABLE_ERRORS as error:
             raise DependencyUnavailable("Database is unavailable, try again later") from error
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on which every statement commits on its own.
+
+        For reads, and for a use case whose only write is a single statement: no BEGIN and no
+        COMMIT round trips. Isolation is what READ COMMITTED gives anyway, a snapshot per
+        statement.
+        """
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                yield connection
+        except UNAVAILABLE_ERRORS as error:
+            raise DependencyUnavailable("Database is unavailable, try again later") from error
+
     async def ping(self) -> None:
-        async with self.transaction() as connection:
+        async with self.autocommit() as connection:
             await connection.execute(text("SELECT 1"))
 
 

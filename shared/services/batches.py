@@ -138,7 +138,7 @@ async def submit_batch(
 
 
 async def get_batch(db: Database, batch_id: uuid.UUID) -> BatchProgress:
-    async with db.transaction() as connection:
+    async with db.autocommit() as connection:
         progress = await BatchRepository(connection).get_progress(batch_id)
     if progress is None:
         raise BatchNotFound(str(batch_id))

@@ -17,7 +17,7 @@ async def create_merchant(db: Database, name: str, percent_fee: Decimal) -> Merc
 
 
 async def get_merchant(db: Database, name: str) -> MerchantWithBalances:
-    async with db.transaction() as connection:
+    async with db.autocommit() as connection:
         repository = MerchantRepository(connection)
         merchant = await repository.get_by_name(name)
         if merchant is None:

@@ -20,7 +20,7 @@ class QueueStatus:
 
 
 async def queue_status(db: Database, redis: Redis) -> QueueStatus:
-    async with db.transaction() as connection:
+    async with db.autocommit() as connection:
         pending, oldest_age_s = await TransferRepository(connection).pending_summary()
     try:
         depth: int | None = int(await redis.llen(TRANSFERS_QUEUE))

@@ -96,7 +96,8 @@ async def submit_transfer(
     records nothing, so the key stays free.
     """
     fingerprint = request.fingerprint()
-    async with db.transaction() as connection:
+    # The insert is the only write and a single statement, so no explicit transaction.
+    async with db.autocommit() as connection:
         repository = TransferRepository(connection)
         if (stored := await repository.get_by_key(key)) is not None:
             return _replay(stored, fingerprint)
@@ -116,7 +117,7 @@ async def submit_transfer(
 
 
 async def get_transfer(db: Database, transfer_id: uuid.UUID) -> Transfer:
-    async with db.transaction() as connection:
+    async with db.autocommit() as connection:
         transfer = await TransferRepository(connection).get(transfer_id)
     if transfer is None:
         raise TransferNotFound(str(transfer_id))
@@ -163,7 +164,7 @@ async def list_transfers(
 ) -> TransferPage:
     """Newest first; `next_cursor` continues after the last transfer of this page."""
     after = None if cursor is None else decode_cursor(cursor)
-    async with db.transaction() as connection:
+    async with db.autocommit() as connection:
         rows = await TransferRepository(connection).list(where, after, limit + 1)
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
