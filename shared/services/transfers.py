@@ -22,6 +22,7 @@ from shared.domain.errors import (
     IdempotencyKeyReused,
     InvalidCursor,
     InvariantViolation,
+    LedgerError,
     MerchantArchived,
     TransferNotFound,
     TransferPartiesNotFound,
@@ -90,24 +91,29 @@ def new_transfer(
 async def submit_transfer(
     db: Database, request: TransferRequest, key: str, request_id: str | None
 ) -> Submission:
-    """Record the transfer as pending under its Idempotency-Key, commit, then enqueue it.
+    """Record the transfer as pending under its Idempotency-Key, then enqueue it.
 
     A key seen before returns its transfer (or refuses a different request); a refusal
-    records nothing, so the key stays free.
+    records nothing, so the key stays free. A new key costs two statements: the party lookup
+    and the insert, whose ON CONFLICT also detects a key seen before (or racing in parallel).
     """
     fingerprint = request.fingerprint()
     # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
-        if (stored := await repository.get_by_key(key)) is not None:
-            return _replay(stored, fingerprint)
         names = [request.from_merchant, request.to_merchant]
         parties = await repository.get_parties(names, [request.currency])
-        sender, receiver = check_parties(parties, request)
+        try:
+            sender, receiver = check_parties(parties, request)
+        except LedgerError:
+            # A replay wins over a refusal: the merchant may have changed since the first try.
+            if (stored := await repository.get_by_key(key)) is not None:
+                return _replay(stored, fingerprint)
+            raise
         transfer = await repository.insert_pending(
             new_transfer(request, key, sender, receiver, request_id)
         )
-        if transfer is None:  # A concurrent request with this key committed first.
+        if transfer is None:  # The key was taken, earlier or by a concurrent request.
             stored = await repository.get_by_key(key)
             if stored is None:  # Transfers are never deleted, so the winner must be visible.
                 raise InvariantViolation(f"transfer with key {key} vanished")

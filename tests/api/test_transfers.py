@@ -250,6 +250,23 @@ class TestIdempotency:
             "error": [f"Idempotency-Key {key} was already used for a different request"],
         }
 
+    async def test_replay_wins_over_a_refusal_that_came_later(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "10")
+        receiver = await create_merchant(client)
+        key = unique("key")
+        first = await submit(client, sender["name"], receiver["name"], "1", key=key)
+        with sync_db.transaction() as connection:
+            connection.execute(
+                text("UPDATE merchants SET archived = true WHERE id = :id"), {"id": receiver["id"]}
+            )
+        replay = await submit(client, sender["name"], receiver["name"], "1", key=key)
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["result"]["id"] == first.json()["result"]["id"]
+        other = await submit(client, sender["name"], receiver["name"], "2", key=key)
+        assert other.status_code == 422
+
     async def test_failed_outcome_is_stable(self, client: httpx.AsyncClient) -> None:
         sender = await funded_merchant(client, "1")
         receiver = await create_merchant(client)
