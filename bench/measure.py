@@ -52,18 +52,22 @@ class QueueSampler:
             self._thread.join()
 
 
-def wait_settled(engine: Engine, prefix: str, timeout_s: float) -> int:
-    """Wait until no transfer of the scenario is pending; the number still pending."""
+IN_FLIGHT_GRACE_S = 2.0
+
+
+def wait_settled(engine: Engine, timeout_s: float) -> int:
+    """Wait until no transfer is pending; the number still pending at the timeout.
+
+    wrk stops with requests still in flight, and the API finishes them after it exits: give
+    those a moment to be recorded before waiting for everything to settle.
+    """
+    time.sleep(IN_FLIGHT_GRACE_S)
     deadline = time.monotonic() + timeout_s
     while True:
         with engine.connect() as connection:
             pending = int(
                 connection.execute(
-                    text(
-                        "SELECT count(*) FROM transfers"
-                        " WHERE state = 'pending' AND idempotency_key LIKE :prefix"
-                    ),
-                    {"prefix": f"{prefix}-%"},
+                    text("SELECT count(*) FROM transfers WHERE state = 'pending'")
                 ).scalar_one()
             )
         if pending == 0 or time.monotonic() > deadline:

@@ -109,7 +109,7 @@ def run_scenario(
     print(f"== {scenario}: {args.duration}s", flush=True)
     with QueueSampler(settings) as sampler:
         wrk = run_wrk(stack.url, scenario, prefix, args, ids_file)
-        left_pending = wait_settled(engine, prefix, DRAIN_TIMEOUT_S)
+        left_pending = wait_settled(engine, DRAIN_TIMEOUT_S)
     duration_s = wrk["duration_us"] / 1e6
     statuses = {str(k): v for k, v in sorted(wrk["statuses"].items())}
     result: dict[str, Any] = {
