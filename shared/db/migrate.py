@@ -7,29 +7,29 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import ProgrammingError
 
 from shared.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+CREATE_LOCK_ID = 0x6D696E6A  # held in the maintenance database while creating ours
 
 
 def ensure_database(settings: Settings) -> None:
-    """CREATE DATABASE when absent; concurrent starters racing here are harmless."""
+    """CREATE DATABASE when absent, under an advisory lock: concurrent starters wait their turn."""
     engine = create_engine(settings.database_url_for("postgres"), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            exists = connection.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                {"name": settings.postgres_db},
-            ).first()
-            if exists is None:
-                quoted = connection.dialect.identifier_preparer.quote(settings.postgres_db)
-                try:
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": CREATE_LOCK_ID})
+            try:
+                exists = connection.execute(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                    {"name": settings.postgres_db},
+                ).first()
+                if exists is None:
+                    quoted = connection.dialect.identifier_preparer.quote(settings.postgres_db)
                     connection.execute(text(f"CREATE DATABASE {quoted}"))
-                except ProgrammingError as error:
-                    if "already exists" not in str(error):
-                        raise
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": CREATE_LOCK_ID})
     finally:
         engine.dispose()
 
