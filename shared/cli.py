@@ -45,6 +45,13 @@ def cmd_run(_: argparse.Namespace) -> int:
         os.environ.update(environment)
         get_settings.cache_clear()
         migrate(load_settings())
+        host = environment.get("HOST", "127.0.0.1")
+        api_port = environment.get("PORT", "8000")
+        flower_port = environment.get("FLOWER_PORT", "5555")
+        sys.stderr.write(
+            f"Mini Ledger: API http://{host}:{api_port} (Swagger UI at /docs),"
+            f" Flower http://{host}:{flower_port}, data in {home}. Ctrl-C stops everything.\n"
+        )
         procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
         manager = Manager()
         for name, command in procfile.processes.items():
