@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from shared.db.database import SyncDatabase
 from shared.services.audit import audit_ledger
@@ -98,6 +99,12 @@ async def balance_of(client: httpx.AsyncClient, name: str, currency: str = "USD"
         if balance["currency"] == currency:
             return Decimal(balance["amount"])
     return None
+
+
+def count(db: SyncDatabase, sql: str, **params: Any) -> int:
+    """One `SELECT count(*) ...`, read straight from the database."""
+    with db.transaction() as connection:
+        return int(connection.execute(text(sql), params).scalar_one())
 
 
 def assert_ledger_consistent(db: SyncDatabase) -> None:

@@ -14,6 +14,7 @@ from shared.db.database import SyncDatabase
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
+    count,
     create_merchant,
     funded_merchant,
     settle,
@@ -57,13 +58,7 @@ async def wait_finished(
 
 
 def transfer_count(db: SyncDatabase, keys: list[str]) -> int:
-    with db.transaction() as connection:
-        return int(
-            connection.execute(
-                text("SELECT count(*) FROM transfers WHERE idempotency_key = ANY(:keys)"),
-                {"keys": keys},
-            ).scalar_one()
-        )
+    return count(db, "SELECT count(*) FROM transfers WHERE idempotency_key = ANY(:keys)", keys=keys)
 
 
 class TestSubmitBatch:

@@ -11,6 +11,7 @@ from shared.db.database import SyncDatabase
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
+    count,
     create_merchant,
     funded_merchant,
     settle,
@@ -293,11 +294,8 @@ class TestIdempotency:
         assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
         await settle(client, list(ids))
         assert await balance_of(client, sender["name"]) == Decimal("990")
-        with sync_db.transaction() as connection:
-            count = connection.execute(
-                text("SELECT count(*) FROM transfers WHERE idempotency_key = :key"), {"key": key}
-            ).scalar_one()
-        assert count == 1
+        sql = "SELECT count(*) FROM transfers WHERE idempotency_key = :key"
+        assert count(sync_db, sql, key=key) == 1
         assert_ledger_consistent(sync_db)
 
 

@@ -13,13 +13,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from shared.db.database import SyncDatabase
 from shared.domain.money import compute_fee
 from tests.conftest import ROOT
 from tests.e2e.conftest import Cluster
-from tests.helpers import assert_ledger_consistent, balance_of, funded_merchant, unique
+from tests.helpers import assert_ledger_consistent, balance_of, count, funded_merchant, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +26,8 @@ ROWS = 6000
 
 
 def _recorded(db: SyncDatabase, prefix: str) -> int:
-    with db.transaction() as connection:
-        return int(
-            connection.execute(
-                text("SELECT count(*) FROM transfers WHERE idempotency_key LIKE :prefix"),
-                {"prefix": f"{prefix}%"},
-            ).scalar_one()
-        )
+    sql = "SELECT count(*) FROM transfers WHERE idempotency_key LIKE :prefix"
+    return count(db, sql, prefix=f"{prefix}%")
 
 
 def _import(url: str, path: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -9,7 +9,6 @@ from decimal import Decimal
 import httpx
 from fastapi import FastAPI
 from redis import Redis
-from sqlalchemy import text
 
 from shared.config import load_settings
 from shared.db.database import SyncDatabase
@@ -22,6 +21,7 @@ from shared.services.transfers import get_transfer, new_transfer
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
+    count,
     create_merchant,
     funded_merchant,
     settle,
@@ -31,12 +31,7 @@ from tests.helpers import (
 
 
 def _entry_count(db: SyncDatabase, transfer_id: str) -> int:
-    with db.transaction() as connection:
-        return int(
-            connection.execute(
-                text("SELECT count(*) FROM entries WHERE transfer_id = :id"), {"id": transfer_id}
-            ).scalar_one()
-        )
+    return count(db, "SELECT count(*) FROM entries WHERE transfer_id = :id", id=transfer_id)
 
 
 class TestRedelivery:
