@@ -8,6 +8,8 @@ periodic sweep of pending transfers.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -29,7 +31,13 @@ VISIBILITY_TIMEOUT_S = 600
 # Transfers a worker applies in one database transaction (bulk submissions and the sweep).
 GROUP_SIZE = 1000
 TASK_TIME_LIMIT_S = 120
-BROKER_SOCKET_TIMEOUT_S = 5
+# Short, so a submission never waits long on a broker that is down: the transfer is recorded
+# already and the sweep enqueues it later. Still well above Redis's answer time and above the
+# 1 s blocking read of an idle worker's consumer.
+BROKER_CONNECT_TIMEOUT_S = 0.5
+BROKER_SOCKET_TIMEOUT_S = 2
+# After a failed publish, publishing is skipped for this long (one trial per period after).
+BROKER_DOWN_PAUSE_S = 2.0
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -53,10 +61,12 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
-            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
         },
         broker_connection_retry_on_startup=True,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        # One immediate retry: it reconnects a pooled connection that a restarted Redis broke;
+        # a broker that is down fails both tries at once.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
         # Flower shows tasks from the workers' events; a "sent" event from the API as well would
         # cost every submission one more Redis publish.
         worker_send_task_events=True,
@@ -78,6 +88,51 @@ def create_celery(settings: Settings) -> Celery:
 celery_app = create_celery(get_settings())
 
 
+class BrokerBreaker:
+    """A circuit breaker for publishing: after a failure, skip the broker for `pause_s`, then
+    let one publish through to try it. Without it, every submission during a Redis outage
+    would pay a failed connection (and a log line) before answering.
+    """
+
+    def __init__(self, pause_s: float) -> None:
+        self._pause_s = pause_s
+        self._lock = threading.Lock()  # Publishes run in the API's worker threads.
+        self._down_since: float | None = None
+        self._next_try = 0.0
+
+    def allows(self) -> bool:
+        with self._lock:
+            if self._down_since is None:
+                return True
+            now = time.monotonic()
+            if now < self._next_try:
+                return False
+            self._next_try = now + self._pause_s  # This caller is the trial; others wait.
+            return True
+
+    def failed(self, error: Exception) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._next_try = now + self._pause_s
+            if self._down_since is not None:
+                return
+            self._down_since = now
+        log.warning(
+            "broker unreachable, the sweep will enqueue pending transfers",
+            error=str(error),
+            retry_in_s=self._pause_s,
+        )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            down_since, self._down_since = self._down_since, None
+        if down_since is not None:
+            log.info("broker reachable again", down_s=round(time.monotonic() - down_since, 1))
+
+
+broker_breaker = BrokerBreaker(BROKER_DOWN_PAUSE_S)
+
+
 def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> bool:
     """Hand transfers to the workers; False if the broker refused (the sweep will retry them).
 
@@ -85,6 +140,8 @@ def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> 
     truth, so a failed publish delays a transfer, it never loses one. The message names the
     balances to lock, so the worker need not read the transfer before taking the locks.
     """
+    if not broker_breaker.allows():
+        return False
     try:
         with celery_app.producer_or_acquire() as producer:
             for transfer in transfers:
@@ -105,8 +162,9 @@ def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> 
                     kwargsrepr="",
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".
-        log.warning("enqueue failed, the sweep will retry", error=str(error))
+        broker_breaker.failed(error)
         return False
+    broker_breaker.succeeded()
     return True
 
 
@@ -118,6 +176,8 @@ def publish_transfer_groups(
     `batch_id` rides along so Flower shows which batch a group belongs to. False if the broker
     refused (the sweep will pick the transfers up).
     """
+    if not broker_breaker.allows():
+        return False
     try:
         with celery_app.producer_or_acquire() as producer:
             for start in range(0, len(transfer_ids), GROUP_SIZE):
@@ -134,6 +194,7 @@ def publish_transfer_groups(
                     kwargsrepr=f"batch_id={batch_id}",
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".
-        log.warning("enqueue failed, the sweep will retry", error=str(error))
+        broker_breaker.failed(error)
         return False
+    broker_breaker.succeeded()
     return True
