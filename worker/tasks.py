@@ -71,7 +71,8 @@ def apply_transfer(
     worker = resources()
     if _queue_depth(worker.redis) >= DRAIN_BACKLOG:
         drained = posting.drain_pending(worker.db, uuid.UUID(transfer_id), GROUP_SIZE)
-        announce_final(worker.redis, drained.completed + drained.failed)
+        announce_final(worker.redis, drained.final)
+        _log_group("backlog drained", drained)
         return "drained"
     outcome = posting.apply_transfer(
         worker.db,
@@ -88,6 +89,16 @@ def apply_transfer(
             raise self.retry(countdown=retry_delay_s(self.request.retries))
         log.warning("balance locks stayed busy, leaving the transfer to the sweep")
     return outcome.value
+
+
+def _log_group(event: str, result: posting.GroupResult) -> None:
+    log.info(
+        event,
+        completed=len(result.completed),
+        failed=len(result.failed),
+        skipped=result.skipped,
+        faulted=len(result.faulted),
+    )
 
 
 def _queue_depth(redis: Redis) -> int:
@@ -108,12 +119,14 @@ def apply_transfer_group(
     structlog.contextvars.bind_contextvars(batch_id=batch_id)
     worker = resources()
     result = posting.apply_group(worker.db, [uuid.UUID(i) for i in transfer_ids])
-    announce_final(worker.redis, result.completed + result.failed)
+    announce_final(worker.redis, result.final)
+    _log_group("transfer group applied", result)
     return {
         "batch_id": batch_id,
         "completed": len(result.completed),
         "failed": len(result.failed),
         "skipped": result.skipped,
+        "faulted": len(result.faulted),
     }
 
 

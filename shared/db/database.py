@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -15,6 +15,10 @@ from shared.domain.errors import DependencyUnavailable
 # A lost connection, a pool exhausted, a statement or lock timeout: the transaction rolled back,
 # nothing was written, and trying again later is the right answer.
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
+
+
+class WriteRefused(Exception):
+    """The database refused a write (a constraint, a value out of range): a retry cannot help."""
 
 
 class Database:
@@ -55,5 +59,8 @@ class SyncDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
-            yield connection
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except (IntegrityError, DataError) as error:
+            raise WriteRefused(str(error.orig)) from error

@@ -122,6 +122,8 @@ transfers = Table(
     Column("enqueued", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The request id of the submission, so the worker's log lines carry it too.
     Column("request_id", String(64), nullable=True),
+    # Times applying it raised (a bug, not a business refusal); bounded, then it fails.
+    Column("apply_failures", SmallInteger, nullable=False, server_default=text("0")),
     CheckConstraint("idempotency_key ~ '^[\\x21-\\x7e]{1,255}$'", name="idempotency_key"),
     CheckConstraint("from_merchant_id <> to_merchant_id", name="distinct_merchants"),
     CheckConstraint("amount > 0", name="amount_positive"),
@@ -131,6 +133,7 @@ transfers = Table(
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="state"),
     CheckConstraint("(state = 'failed') = (failure_reason IS NOT NULL)", name="failure_reason"),
     CheckConstraint("(state = 'pending') = (processed IS NULL)", name="processed"),
+    CheckConstraint("apply_failures >= 0", name="apply_failures"),
     Index("ix_transfers_created_id", text("created DESC"), text("id DESC")),
     Index(
         "ix_transfers_from_created_id", "from_merchant_id", text("created DESC"), text("id DESC")

@@ -7,7 +7,16 @@ local context wide enough that no intermediate result is rounded except where a 
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
+from decimal import (
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
 
 from shared.domain.errors import InvalidInput
 
@@ -21,7 +30,11 @@ MAX_AMOUNT = Decimal(10) ** 20
 MAX_PERCENT = Decimal(100)
 
 _EXACT = Context(prec=80, rounding=ROUND_HALF_UP)
-_DECIMAL_STRING = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+# Sums of money: wide enough for any sum of balances, and any rounding at all raises instead of
+# passing silently (Python's default context rounds to 28 digits; balances hold 38).
+_SUMS = Context(prec=80, traps=[Inexact, Rounded, Overflow, InvalidOperation])
+# ASCII only: `Decimal()` alone also takes other scripts' digits ("١٢" is 12) and "1_000".
+_DECIMAL_STRING = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
 _CURRENCY = re.compile(r"^[A-Za-z0-9]{3,10}$")
 
 
@@ -53,7 +66,8 @@ def _has_at_most_places(number: Decimal, places: int) -> bool:
 def parse_amount(value: object, *, what: str = "Amount", allow_zero: bool = False) -> Decimal:
     """A money amount: positive (or non-negative), below MAX_AMOUNT, at most 8 decimals."""
     number = to_decimal(value, what=what)
-    if abs(number) >= MAX_AMOUNT:
+    # copy_abs() and comparisons never round: abs() would raise Overflow on 1e1000000.
+    if number.copy_abs() >= MAX_AMOUNT:
         raise InvalidInput(f"{what} must be less than {MAX_AMOUNT:f}")
     if number < 0 or (number == 0 and not allow_zero):
         raise InvalidInput(f"{what} must be greater than {'or equal to ' if allow_zero else ''}0")
@@ -96,3 +110,15 @@ def format_amount(amount: Decimal) -> str:
 def format_percent(percent: Decimal) -> str:
     with localcontext(_EXACT):
         return f"{percent.quantize(PERCENT_QUANTUM):f}"
+
+
+def add_amounts(*amounts: Decimal) -> Decimal:
+    """The exact sum of amounts (signed); the only way money is added or subtracted."""
+    with localcontext(_SUMS):
+        return sum(amounts, Decimal(0))
+
+
+def negate(amount: Decimal) -> Decimal:
+    """-amount, exactly (unary minus rounds to the current context's precision too)."""
+    with localcontext(_SUMS):
+        return -amount

@@ -49,7 +49,7 @@ class TestDatabaseRefuses:
     """Every test here leaves the ledger consistent: the whole session shares it."""
 
     def _refused(self, sync_db: SyncDatabase, statement: str, **params: object) -> None:
-        with pytest.raises(DBAPIError), sync_db.transaction() as connection:
+        with pytest.raises(DBAPIError), sync_db.engine.begin() as connection:
             ids = _merchant_with_balance(connection, "10")
             connection.execute(text(statement), {"merchant": ids[0], "balance": ids[1], **params})
 
@@ -102,7 +102,7 @@ class TestDatabaseRefuses:
             "UPDATE entries SET amount = 6 WHERE account_id = :balance",
             "DELETE FROM entries WHERE account_id = :balance",
         ):
-            with pytest.raises(DBAPIError, match="immutable"), sync_db.transaction() as connection:
+            with pytest.raises(DBAPIError, match="immutable"), sync_db.engine.begin() as connection:
                 connection.execute(text(statement), {"balance": balance})
         assert_ledger_consistent(sync_db)
 
@@ -129,5 +129,5 @@ class TestDatabaseRefuses:
             "UPDATE transfers SET state = 'completed', failure_reason = NULL WHERE id = :id",
             "DELETE FROM transfers WHERE id = :id",
         ):
-            with pytest.raises(DBAPIError), sync_db.transaction() as connection:
+            with pytest.raises(DBAPIError), sync_db.engine.begin() as connection:
                 connection.execute(text(statement), {"id": transfer_id})

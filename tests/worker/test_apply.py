@@ -49,7 +49,7 @@ class TestRedelivery:
             sync_db, Locker(redis), uuid.UUID(transfer_id), None, lock_ttl_s=5, lock_wait_s=1
         )
         redis.close()
-        assert outcome is ApplyOutcome.ALREADY_FINAL
+        assert outcome is ApplyOutcome.SKIPPED
         assert _entry_count(sync_db, transfer_id) == 3
 
     async def test_duplicate_messages_apply_once(
