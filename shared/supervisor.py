@@ -196,7 +196,7 @@ class Supervisor:
             now = time.monotonic()
             for watched in (watched for layer in self._layers for watched in layer):
                 if watched.restart_at is not None:
-                    if now >= watched.restart_at and not self._restart(watched, now):
+                    if now >= watched.restart_at and not self._restart(watched):
                         return 1
                 elif (ended := watched.service.poll()) is not None:
                     watched.service.kill()  # What it left behind (a worker's pool) goes too.
@@ -206,13 +206,13 @@ class Supervisor:
         log.info("stop requested, stopping every process")
         return 0
 
-    def _restart(self, watched: _Watched, now: float) -> bool:
+    def _restart(self, watched: _Watched) -> bool:
         watched.restart_at = None
         try:
             watched.service.start()
         except Exception as error:  # Whatever stops a start is one more death.
             watched.service.kill()
-            return self._schedule_restart(watched, now, error=str(error))
+            return self._schedule_restart(watched, time.monotonic(), error=str(error))
         return True
 
     def _schedule_restart(self, watched: _Watched, now: float, **cause: object) -> bool:
