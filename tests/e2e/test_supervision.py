@@ -3,7 +3,8 @@
 One real run (embedded PostgreSQL and Redis, every Procfile process): the Celery worker's main
 process is SIGKILLed and comes back; the embedded Redis is SIGKILLed and, while it is down,
 submissions are still recorded and answered at once, `/health` says so, and the sweep settles
-them once Redis is back; the audit is clean; SIGTERM stops everything. The give-up rule is
+them once Redis is back; the embedded PostgreSQL is SIGKILLed and comes back; the audit is
+clean; SIGTERM stops everything. The give-up rule is
 checked on the supervisor itself with a process that always fails.
 """
 
@@ -71,10 +72,16 @@ class ZeroConfigRun:
                 found.append(process)
         return found
 
+    def postmaster_pid(self) -> int:
+        return int(self._postmaster_lines()[0])
+
+    def _postmaster_lines(self) -> list[str]:
+        """PostgreSQL's own record of the running server: pid, data, start, port, socket..."""
+        return (self.home / "postgres" / "postmaster.pid").read_text().splitlines()
+
     def audit(self) -> dict[str, object]:
-        """`mini-ledger audit` against the run's embedded PostgreSQL (its socket directory and
-        port are in postmaster.pid)."""
-        lines = (self.home / "postgres" / "postmaster.pid").read_text().splitlines()
+        """`mini-ledger audit` against the run's embedded PostgreSQL."""
+        lines = self._postmaster_lines()
         env = {**self.env, "POSTGRES_HOST": lines[4], "POSTGRES_PORT": lines[3]}
         result = subprocess.run(
             [sys.executable, "-m", "shared.cli", "audit"],
@@ -143,7 +150,7 @@ def zero_config_run() -> Iterator[ZeroConfigRun]:
 
 
 @pytest.mark.timeout(180)
-async def test_killed_worker_and_redis_come_back(zero_config_run: ZeroConfigRun) -> None:
+async def test_killed_worker_redis_and_postgres_come_back(zero_config_run: ZeroConfigRun) -> None:
     run = zero_config_run
     async with httpx.AsyncClient(base_url=run.url, timeout=30) as client:
         sender = await funded_merchant(client, "1000", currency="BTC", percent_fee="1")
@@ -191,9 +198,24 @@ async def test_killed_worker_and_redis_come_back(zero_config_run: ZeroConfigRun)
         _wait_healthy(run, 30)
         settled = await settle(client, during_outage)
         assert {transfer["state"] for transfer in settled} == {"completed"}
-        assert await balance_of(client, receiver["name"], "BTC") == Decimal("11")
-        # 1000 - 11 sent - 1% fee on it.
-        assert await balance_of(client, sender["name"], "BTC") == Decimal("988.89")
+
+        # The embedded PostgreSQL's postmaster: SIGKILLed, started again at the same socket.
+        postmaster = psutil.Process(run.postmaster_pid())
+        postmaster.kill()
+        deadline = time.monotonic() + 30
+        while '"postgres died, restarting"' not in run.log:
+            assert time.monotonic() < deadline, run.log[-4000:]
+            time.sleep(0.2)
+        _wait_healthy(run, 30)  # The database answers again.
+        response = await submit(
+            client, sender["name"], receiver["name"], "3", "BTC", headers={"Prefer": "wait=30"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["result"]["state"] == "completed"
+
+        assert await balance_of(client, receiver["name"], "BTC") == Decimal("14")
+        # 1000 - 14 sent - 1% fee on it.
+        assert await balance_of(client, sender["name"], "BTC") == Decimal("985.86")
 
     assert run.audit()["ok"] is True
     assert "keeps dying" not in run.log
