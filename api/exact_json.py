@@ -1,15 +1,17 @@
 """Request bodies parsed as JSON without ever producing a binary float.
 
 Starlette's `Request.json()` turns `0.1` into a float. Here every JSON number becomes a
-`Decimal` exactly as written (19 significant digits stay 19), `NaN`/`Infinity` are refused,
-and a body that is not UTF-8 is a JSON error (422), not a 400.
+`Decimal` exactly as written (19 significant digits stay 19), `NaN`/`Infinity` and exponents
+beyond Decimal's range are refused, and a body that is not UTF-8 is a JSON error (422), not a
+400. JSON's grammar admits ASCII digits only, and integers go to `Decimal`, never `int()` (whose
+4,300-digit limit would raise).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -21,6 +23,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def _exact_number(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:
+        # An exponent past Decimal's own limit (1e99999999999999999999): no number to hold.
+        raise ValueError("Number out of range") from error
+
+
 def parse_exact_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
@@ -28,7 +38,7 @@ def parse_exact_json(body: bytes) -> Any:
         raise json.JSONDecodeError("Body is not valid UTF-8", "", error.start) from error
     try:
         return json.loads(
-            text, parse_float=Decimal, parse_int=Decimal, parse_constant=_refuse_constant
+            text, parse_float=_exact_number, parse_int=Decimal, parse_constant=_refuse_constant
         )
     except json.JSONDecodeError:
         raise

@@ -27,3 +27,16 @@ class TestParseExactJson:
     def test_refuses_bytes_that_are_not_utf8(self) -> None:
         with pytest.raises(json.JSONDecodeError, match="UTF-8"):
             parse_exact_json(b'{"a": "\xff"}')
+
+    @pytest.mark.parametrize("body", [b"[1e99999999999999999999]", b"[-1E-99999999999999999999]"])
+    def test_refuses_exponents_past_decimals_range(self, body: bytes) -> None:
+        with pytest.raises(json.JSONDecodeError, match="Number out of range"):
+            parse_exact_json(body)
+
+    def test_refuses_digits_other_than_ascii(self) -> None:
+        with pytest.raises(json.JSONDecodeError):
+            parse_exact_json('{"a": ١٢}'.encode())
+
+    def test_integers_of_any_length_stay_exact(self) -> None:
+        # int() would refuse more than 4,300 digits; the validator refuses the size instead.
+        assert parse_exact_json(b"[" + b"9" * 5000 + b"]") == [Decimal("9" * 5000)]

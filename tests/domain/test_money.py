@@ -1,4 +1,6 @@
+import contextlib
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -50,11 +52,31 @@ class TestParseAmount:
             ("0.000000001", "at most 8 decimal places"),
             (Decimal("1e400"), "must be less than"),
             ("1" * 25, "must be less than"),
+            # Past the default context's Emax: abs() would raise decimal.Overflow.
+            ("1e1000000", "must be less than"),
+            ("-1e1000000", "must be less than"),
+            (Decimal("1e1000000"), "must be less than"),
+            ("1e999999999999999999", "must be less than"),
+            ("1e-1000000", "at most 8 decimal places"),
+            # Decimal() alone takes any script's digits: "١٢" would be 12.
+            ("١٢", "must be a decimal number"),
+            ("1 ", "must be a decimal number"),
+            ("1_000", "must be a decimal number"),
         ],
     )
     def test_refuses(self, given: object, message: str) -> None:
         with pytest.raises(InvalidInput, match=message):
             parse_amount(given)
+
+    @given(
+        st.from_regex(r"\A[+-]?[0-9]{1,30}(\.[0-9]{0,30})?([eE][+-]?[0-9]{1,20})?\Z")
+        | st.decimals(allow_nan=False, allow_infinity=False)
+    )
+    def test_any_finite_number_is_a_value_or_invalid_input(self, given: object) -> None:
+        # Never decimal.Overflow, InvalidOperation or anything else a client could turn into a 500.
+        for parse in (parse_amount, partial(parse_amount, allow_zero=True), parse_percent_fee):
+            with contextlib.suppress(InvalidInput):
+                parse(given)
 
     def test_zero_allowed_where_asked(self) -> None:
         assert parse_amount("0", allow_zero=True) == 0
@@ -65,7 +87,9 @@ class TestParsePercentFee:
     def test_accepts(self, given: object) -> None:
         assert 0 <= parse_percent_fee(given) <= 100
 
-    @pytest.mark.parametrize("given", ["-0.01", "100.01", "1.234", 2.0, "x", False])
+    @pytest.mark.parametrize(
+        "given", ["-0.01", "100.01", "1.234", 2.0, "x", False, "1e1000000", "٢", "1e-1000000"]
+    )
     def test_refuses(self, given: object) -> None:
         with pytest.raises(InvalidInput):
             parse_percent_fee(given)
