@@ -48,10 +48,17 @@ async def _wait_preference(
         Header(description="RFC 7240; `wait=N` (N <= 30) waits up to N s for a final state."),
     ] = None,
 ) -> int | None:
-    """Seconds the client prefers to wait (capped at 30), or None. A malformed hint is ignored."""
+    """Seconds the client prefers to wait (capped at 30), or None. A malformed hint is ignored.
+
+    Any number of digits is a number: one longer than the cap's is the cap, without `int()`
+    (which refuses more than 4,300 digits).
+    """
     if prefer is None or (match := _WAIT_PREFERENCE.search(prefer)) is None:
         return None
-    return min(int(match.group(1)), MAX_WAIT_S)
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > len(str(MAX_WAIT_S)):
+        return MAX_WAIT_S
+    return min(int(digits), MAX_WAIT_S)
 
 
 DB = Annotated[Database, Depends(_database)]

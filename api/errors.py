@@ -2,7 +2,7 @@
 
 Domain errors render `{"status": code, "error": "<message>"}`. Every 422 renders its messages
 as a list, `{"status": 422, "error": ["<message>", ...]}`, so a client can rely on one shape
-for "fix your request".
+for "fix your request". Unexpected exceptions are answered (500) by `api.middleware`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from shared.domain import errors
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_S = 1
+INTERNAL_ERROR = "Internal server error"
 
 ERROR_STATUS: dict[type[errors.LedgerError], int] = {
     errors.InvalidInput: 422,
@@ -71,7 +72,7 @@ async def _ledger_error(_: Request, error: Exception) -> JSONResponse:
     status = status_of(error)
     if status >= 500:
         log.error("ledger error", error=error.message, kind=type(error).__name__)
-        message = error.message if status == 503 else "Internal server error"
+        message = error.message if status == 503 else INTERNAL_ERROR
     else:
         message = error.message
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
@@ -92,16 +93,11 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
-    log.exception("unexpected error", kind=type(error).__name__)
-    return JSONResponse(error_body(500, "Internal server error"), status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    # Any other exception is answered by RequestIdMiddleware, inside the request id's scope.
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from api.routers import batches, merchants, operations, transfers
 from shared.config import Settings, get_settings
 from shared.db.database import Database
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit_bytes=MAX_BODY_BYTES,
         limits_by_path={"/batches": batches.MAX_BATCH_BODY_BYTES},
     )
+    app.add_middleware(NulRefusalMiddleware)
+    # Outermost (added last): its id is on every answer, its scope around every log line.
     app.add_middleware(RequestIdMiddleware)
     for router in (merchants.router, transfers.router, batches.router, operations.router):
         app.include_router(router)

@@ -1,4 +1,5 @@
-"""Request id middleware (pure ASGI): every log line of a request carries its id."""
+"""Pure ASGI middleware: the request id (on every log line and every answer, 500s included),
+the refusal of NUL characters, and the body size limit."""
 
 from __future__ import annotations
 
@@ -6,18 +7,27 @@ import json
 import re
 import time
 import uuid
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import INTERNAL_ERROR, error_body
+
 log = structlog.get_logger("api.request")
 
 REQUEST_ID_HEADER = "x-request-id"
+TOO_LARGE = "Request body too large"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class RequestIdMiddleware:
-    """Take a well-formed `X-Request-ID` from the client or make one; echo it back."""
+    """Take a well-formed `X-Request-ID` from the client or make one; echo it back.
+
+    It is also where an unexpected exception becomes the 500 envelope. Starlette's own last
+    resort (ServerErrorMiddleware) sits outside every middleware, so its answer would carry no
+    `X-Request-ID` and its log line no request id.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,10 +43,13 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         status = 500
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message.setdefault("headers", []).append(
                     (REQUEST_ID_HEADER.encode(), request_id.encode())
                 )
@@ -45,6 +58,11 @@ class RequestIdMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as error:
+                log.exception("unexpected error", kind=type(error).__name__)
+                if started_response:
+                    raise  # too late for another answer: the server closes the connection
+                await _answer(send_with_id, 500, INTERNAL_ERROR)
             finally:
                 log.info(
                     "request finished",
@@ -53,6 +71,25 @@ class RequestIdMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+
+
+class NulRefusalMiddleware:
+    """422 for a NUL character in the path or the query string, before any handler runs.
+
+    PostgreSQL refuses NUL in text, so a name like `a%00b` would reach SQL and fail there.
+    (Bodies go through validators that refuse control characters; servers refuse NUL in headers.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"])
+        ):
+            await _answer(send, 422, ["Path and query must not contain NUL characters"])
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -76,7 +113,7 @@ class BodyLimitMiddleware:
         limit = self.limits_by_path.get(scope["path"].rstrip("/"), self.limit_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send)
+            await _answer(send, 413, TOO_LARGE)
             return
         chunks: list[bytes] = []
         size = 0
@@ -87,7 +124,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send)
+                await _answer(send, 413, TOO_LARGE)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -105,12 +142,13 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send) -> None:
-    body = json.dumps({"status": 413, "error": "Request body too large"}).encode()
+async def _answer(send: Send, status: int, message: str | list[str]) -> None:
+    """SPEC's error envelope, sent from a middleware (no response class to lean on here)."""
+    body = json.dumps(error_body(status, message)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -88,6 +88,8 @@ def cmd_api(arguments: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # httptools with a bounded request head: 431 past 16 KiB or 100 header fields.
+        http="api.protocol:HeadLimitedHttpToolsProtocol",
     )
     return 0
 
