@@ -11,8 +11,11 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from shared.db.database import SyncDatabase
+from shared.db.database import Database, SyncDatabase
+from shared.db.transfers import NewTransfer, TransferRepository
+from shared.domain.transfers import TransferRequest
 from shared.services.audit import audit_ledger
+from shared.services.transfers import new_transfer
 
 SETTLE_TIMEOUT_S = 90
 
@@ -110,3 +113,25 @@ def count(db: SyncDatabase, sql: str, **params: Any) -> int:
 def assert_ledger_consistent(db: SyncDatabase) -> None:
     report = audit_ledger(db)
     assert report.ok, report.violations
+
+
+async def record_pending(
+    database: Database, requests: list[tuple[str, str, Decimal]], currency: str = "USD"
+) -> list[NewTransfer]:
+    """Record transfers as pending, in order, never enqueued: only the test applies them."""
+    names = sorted({name for sender, receiver, _ in requests for name in (sender, receiver)})
+    async with database.transaction() as connection:
+        repository = TransferRepository(connection)
+        parties = await repository.get_parties(names, [currency])
+        pending = [
+            new_transfer(
+                TransferRequest(sender, receiver, amount, currency),
+                unique("pending"),
+                parties[sender],
+                parties[receiver],
+                None,
+            )
+            for sender, receiver, amount in requests
+        ]
+        await repository.insert_pending_many(pending)
+    return pending

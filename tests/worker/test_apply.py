@@ -12,21 +12,19 @@ from redis import Redis
 
 from shared.config import load_settings
 from shared.db.database import SyncDatabase
-from shared.db.transfers import TransferRepository
-from shared.domain.transfers import TransferRequest
 from shared.locks import Locker, balance_lock_name
 from shared.queue import GROUP_SIZE, publish_transfers
 from shared.services.posting import ApplyOutcome, apply_transfer, drain_pending
-from shared.services.transfers import get_transfer, new_transfer
+from shared.services.transfers import get_transfer
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
     count,
     create_merchant,
     funded_merchant,
+    record_pending,
     settle,
     submit,
-    unique,
 )
 
 
@@ -96,22 +94,10 @@ class TestDrain:
     ) -> None:
         sender = await funded_merchant(client, "100")
         receiver = await create_merchant(client)
-        parties = {sender["name"]: sender, receiver["name"]: receiver}
         # Recorded but never enqueued: only the drain can apply them.
-        async with app.state.database.transaction() as connection:
-            repository = TransferRepository(connection)
-            found = await repository.get_parties(list(parties), ["USD"])
-            pending = [
-                new_transfer(
-                    TransferRequest(sender["name"], receiver["name"], Decimal(30), "USD"),
-                    unique("drain"),
-                    found[sender["name"]],
-                    found[receiver["name"]],
-                    None,
-                )
-                for _ in range(4)
-            ]
-            await repository.insert_pending_many(pending)
+        pending = await record_pending(
+            app.state.database, [(sender["name"], receiver["name"], Decimal(30))] * 4
+        )
         result = drain_pending(sync_db, pending[0].id, GROUP_SIZE)
         ours = {t.id for t in pending}
         # 4 x 30 > 100: the one applied last fails alone; the one named in the message goes first.
