@@ -77,8 +77,17 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_api(arguments: argparse.Namespace) -> int:
+    import resource
+
     import uvicorn
 
+    # Every connection is a file descriptor. At the usual soft limit (1024) a burst of
+    # connections made accept() fail with EMFILE, and uvloop (libuv) then closes the waiting
+    # connections unanswered and logs nothing. Take all the hard limit allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20  # Linux's default nr_open
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     uvicorn.run(
         "api.main:create_app",
         factory=True,
