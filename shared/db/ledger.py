@@ -42,26 +42,28 @@ _OPEN_ACCOUNTS = text(
 )
 
 # Every account of the group, locked in id order: the one global row-lock order of the ledger.
-# Each kind is found through its own unique index, then the rows are locked by primary key.
+# Each kind is found through its own unique index. The ids are gathered first, as one array (an
+# InitPlan, computed once): when a row was updated by another transaction while we waited for
+# its lock, READ COMMITTED re-checks the row against the WHERE clause, and a re-check of a join
+# back to `accounts` would drop it; `id = ANY(<that array>)` keeps it, with its new balance.
 _LOCK_ACCOUNTS = text(
     """
-    WITH wanted AS (
-        SELECT a.id FROM accounts a
-        JOIN unnest(CAST(:merchant_ids AS uuid[]), CAST(:merchant_currencies AS varchar[]))
-            AS w (merchant_id, currency)
-          ON a.kind = 'merchant' AND a.merchant_id = w.merchant_id AND a.currency = w.currency
-        UNION ALL
-        SELECT a.id FROM accounts a
-        JOIN unnest(CAST(:fee_currencies AS varchar[]), CAST(:fee_shards AS smallint[]))
-            AS w (currency, shard)
-          ON a.kind = 'fee' AND a.currency = w.currency AND a.shard = w.shard
-        UNION ALL
-        SELECT a.id FROM accounts a
-        WHERE a.kind = 'issuance' AND a.currency = ANY(CAST(:issuance_currencies AS varchar[]))
-    )
     SELECT a.id, a.kind, a.merchant_id, a.currency, a.shard, a.amount, a.version
     FROM accounts a
-    WHERE a.id IN (SELECT id FROM wanted)
+    WHERE a.id = ANY(ARRAY(
+        SELECT m.id FROM accounts m
+        JOIN unnest(CAST(:merchant_ids AS uuid[]), CAST(:merchant_currencies AS varchar[]))
+            AS w (merchant_id, currency)
+          ON m.kind = 'merchant' AND m.merchant_id = w.merchant_id AND m.currency = w.currency
+        UNION ALL
+        SELECT f.id FROM accounts f
+        JOIN unnest(CAST(:fee_currencies AS varchar[]), CAST(:fee_shards AS smallint[]))
+            AS w (currency, shard)
+          ON f.kind = 'fee' AND f.currency = w.currency AND f.shard = w.shard
+        UNION ALL
+        SELECT i.id FROM accounts i
+        WHERE i.kind = 'issuance' AND i.currency = ANY(CAST(:issuance_currencies AS varchar[]))
+    ))
     ORDER BY a.id
     FOR UPDATE OF a
     """
