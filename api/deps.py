@@ -6,8 +6,10 @@ import re
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.db.database import Database
+from shared.domain.access import Actor
 from shared.domain.transfers import parse_idempotency_key
 from shared.notifications import FinalStateWaiter
 from shared.services.transfers import MAX_WAIT_S
@@ -18,6 +20,22 @@ _WAIT_PREFERENCE = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d+)\s*(?:$|[,;])", re.
 async def _database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
+
+
+# Declared for OpenAPI ("Authorize" in Swagger UI); `api/auth.py` checks the key before the route.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer mlk_…`")
+
+
+async def _actor(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Actor:
+    actor: Actor = request.state.actor
+    return actor
+
+
+async def _path_prefix(request: Request) -> str:
+    """`/v1` on a versioned request, empty on an alias: `Location` names the same family."""
+    return "/v1" if request.url.path.startswith("/v1/") else ""
 
 
 async def _waiter(request: Request) -> FinalStateWaiter:
@@ -62,6 +80,8 @@ async def _wait_preference(
 
 
 DB = Annotated[Database, Depends(_database)]
+Caller = Annotated[Actor, Depends(_actor)]
+PathPrefix = Annotated[str, Depends(_path_prefix)]
 Waiter = Annotated[FinalStateWaiter, Depends(_waiter)]
 RequestId = Annotated[str | None, Depends(_request_id)]
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]

@@ -26,6 +26,11 @@ ERROR_STATUS: dict[type[errors.LedgerError], int] = {
     errors.IdempotencyKeyReused: 422,
     errors.InvalidCursor: 422,
     errors.MerchantArchived: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.MayNotActFor: 403,
+    errors.ApiKeyNotFound: 404,
+    errors.RateLimited: 429,
     errors.MerchantNotFound: 404,
     errors.TransferPartiesNotFound: 404,
     errors.BalanceNotFound: 404,
@@ -67,16 +72,27 @@ def validation_messages(error: RequestValidationError) -> list[str]:
     return messages
 
 
-async def _ledger_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, errors.LedgerError)
+def error_response(error: errors.LedgerError) -> JSONResponse:
+    """A domain error as SPEC's envelope, with the headers its status calls for."""
     status = status_of(error)
     if status >= 500:
         log.error("ledger error", error=error.message, kind=type(error).__name__)
         message = error.message if status == 503 else INTERNAL_ERROR
     else:
         message = error.message
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = None
+    if isinstance(error, errors.Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(error, errors.RateLimited):
+        headers = {"Retry-After": str(error.retry_after_s)}
+    elif status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+async def _ledger_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, errors.LedgerError)
+    return error_response(error)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
@@ -101,5 +117,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """OpenAPI `responses=` for a route: the error statuses it may answer."""
-    return {status: {"model": ErrorEnvelope} for status in statuses}
+    """OpenAPI `responses=` for a route behind the key check: its own error statuses, and the
+    key check's 401 (no valid key) and 429 (over the key's rate limit)."""
+    return {status: {"model": ErrorEnvelope} for status in sorted({401, 429, *statuses})}

@@ -9,17 +9,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
-from api.routers import batches, merchants, operations, transfers
+from api.routers import api_keys, batches, merchants, operations, transfers
 from shared.config import Settings, get_settings
 from shared.db.database import Database
 from shared.db.engine import create_api_engine
 from shared.logging import configure_logging
 from shared.notifications import FinalStateWaiter
+from shared.services.api_keys import authenticate
 
 # Bodies of single requests are small; batches (POST /batches) set their own, larger limit.
 MAX_BODY_BYTES = 64 * 1024
+API_VERSION_PREFIX = "/v1"
+VERSIONED_ROUTERS = (
+    merchants.router,
+    transfers.router,
+    batches.router,
+    operations.router,
+    api_keys.router,
+)
 REDIS_SOCKET_TIMEOUT_S = 5
 
 
@@ -31,9 +41,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
     waiter = FinalStateWaiter(redis)
     waiter.start()
-    app.state.database = Database(engine)
+    database = Database(engine)
+    app.state.database = database
     app.state.redis = redis
     app.state.waiter = waiter
+    app.state.key_cache = KeyCache(lambda secret: authenticate(database, secret))
+    app.state.rate_limiter = RateLimiter(settings)
     try:
         yield
     finally:
@@ -56,11 +69,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         limit_bytes=MAX_BODY_BYTES,
-        limits_by_path={"/batches": batches.MAX_BATCH_BODY_BYTES},
+        limits_by_path={
+            "/batches": batches.MAX_BATCH_BODY_BYTES,
+            f"{API_VERSION_PREFIX}/batches": batches.MAX_BATCH_BODY_BYTES,
+        },
     )
     app.add_middleware(NulRefusalMiddleware)
+    # Before anything else reads the request: a 401 wins over 404, 413 and 422.
+    app.add_middleware(AuthMiddleware)
     # Outermost (added last): its id is on every answer, its scope around every log line.
     app.add_middleware(RequestIdMiddleware)
-    for router in (merchants.router, transfers.router, batches.router, operations.router):
-        app.include_router(router)
+    app.include_router(operations.public_router)
+    for router in VERSIONED_ROUTERS:
+        app.include_router(router, prefix=API_VERSION_PREFIX)
+        # The seed's unversioned paths keep working as exact aliases; OpenAPI shows /v1.
+        app.include_router(router, include_in_schema=False)
     return app

@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.db.batches import BatchProgress
+from shared.domain.access import RateLimit, Scope, parse_key_name, parse_rate_limit
 from shared.domain.errors import InvalidInput
 from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
@@ -43,6 +44,10 @@ def _domain_rule(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
             raise PydanticCustomError("invalid", error.message) from error
 
     return validate
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -105,6 +110,21 @@ class TransferCreate(RequestModel):
 
     def to_domain(self) -> TransferRequest:
         return TransferRequest(self.from_merchant, self.to_merchant, self.amount, self.currency)
+
+
+class ApiKeyCreate(RequestModel):
+    name: Annotated[str, PlainValidator(_domain_rule(parse_key_name), json_schema_input_type=str)]
+    merchant: MerchantNameIn | None = Field(
+        default=None, description="The merchant the key acts for; null for an admin key."
+    )
+    scope: Scope = Scope.WRITE
+    rate_limit: Annotated[
+        RateLimit | None,
+        PlainValidator(
+            _domain_rule(lambda value: None if value is None else parse_rate_limit(value)),
+            json_schema_input_type=str | None,
+        ),
+    ] = Field(default=None, description='"<n>/second" or "<n>/minute"; null: the default.')
 
 
 class ReadModel(BaseModel):
@@ -235,3 +255,17 @@ class QueueStatusRead(BaseModel):
     queue_depth: int | None
     pending_transfers: int
     oldest_pending_age_s: float | None
+
+
+class ApiKeyRead(ReadModel):
+    id: UUID
+    name: str
+    merchant: str | None = Field(validation_alias="merchant_name")
+    scope: Scope
+    rate_limit: Annotated[RateLimit | None, PlainSerializer(_optional_str, return_type=str | None)]
+    created: Timestamp
+    revoked: Timestamp | None
+
+
+class ApiKeyCreatedRead(ApiKeyRead):
+    secret: str = Field(description="Shown only in this answer; store it now.")

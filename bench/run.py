@@ -51,7 +51,12 @@ TARGETS = {  # settled/s as a multiple of pgbench tps (issue #4)
 
 
 def run_wrk(
-    url: str, scenario: str, prefix: str, args: argparse.Namespace, ids_file: Path
+    url: str,
+    api_key: str,
+    scenario: str,
+    prefix: str,
+    args: argparse.Namespace,
+    ids_file: Path,
 ) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -60,6 +65,7 @@ def run_wrk(
         "BENCH_PREFIX": prefix,
         "BENCH_BATCH": str(BULK_BATCH),
         "BENCH_IDS": str(ids_file),
+        "BENCH_API_KEY": api_key,
     }
     connections = 2 if scenario == "bulk" else args.connections
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -108,7 +114,7 @@ def run_scenario(
     prefix = f"{run_id}-{scenario}"
     print(f"== {scenario}: {args.duration}s", flush=True)
     with QueueSampler(settings) as sampler:
-        wrk = run_wrk(stack.url, scenario, prefix, args, ids_file)
+        wrk = run_wrk(stack.url, stack.api_key, scenario, prefix, args, ids_file)
         left_pending = wait_settled(engine, DRAIN_TIMEOUT_S)
     duration_s = wrk["duration_us"] / 1e6
     statuses = {str(k): v for k, v in sorted(wrk["statuses"].items())}
@@ -215,7 +221,7 @@ def main() -> int:
         settings = stack.start()
         engine = create_engine(settings.database_url, pool_size=2)
         print(f"== seeding {MERCHANTS} merchants", flush=True)
-        asyncio.run(seed(stack.url, MERCHANTS))
+        asyncio.run(seed(stack.url, stack.api_key, MERCHANTS))
         ids_file = stack.home / "transfer-ids.txt"
         results = []
         for scenario in scenarios:

@@ -46,6 +46,7 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.embedded = not os.environ.get("POSTGRES_HOST")
+        self.api_key = ""  # an admin key, created once the database is migrated
 
     def start(self) -> Settings:
         os.environ.update(self.servers.start(dict(os.environ)))
@@ -66,6 +67,7 @@ class Stack:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
         engine.dispose()
         migrate(settings)
+        self.api_key = create_admin_key()
         client = redis.Redis.from_url(settings.redis_url)
         client.flushdb()
         client.close()
@@ -113,20 +115,33 @@ class Stack:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-async def seed(url: str, merchants: int) -> None:
+def create_admin_key() -> str:
+    """An admin key made with the operator's command (its secret is the last line printed)."""
+    created = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "keys", "create", "--admin", "--name", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return created.stdout.strip().splitlines()[-1]
+
+
+async def seed(url: str, api_key: str, merchants: int) -> None:
     """`merchants` merchants with a 1% fee and a large USD balance (merchant 0 the largest)."""
     semaphore = asyncio.Semaphore(32)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
 
         async def one(index: int) -> None:
             async with semaphore:
                 created = await client.post(
-                    "/merchants", json={"name": f"bench-m-{index}", "percent_fee": "1"}
+                    "/v1/merchants", json={"name": f"bench-m-{index}", "percent_fee": "1"}
                 )
                 created.raise_for_status()
                 amount = HOT_SENDER_BALANCE if index < 2 else SEED_BALANCE
                 opened = await client.post(
-                    "/merchants/balance",
+                    "/v1/merchants/balance",
                     json={
                         "merchant_id": created.json()["result"]["id"],
                         "currency": "USD",

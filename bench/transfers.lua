@@ -4,6 +4,7 @@
 --   BENCH_PREFIX    Idempotency-Key prefix, unique per run and scenario
 --   BENCH_BATCH     items per POST /batches (bulk)
 --   BENCH_IDS       file of transfer ids, one a line (read)
+--   BENCH_API_KEY   the API key every request carries (an admin key: no rate limit)
 -- done() prints one line "BENCH_JSON {...}" with status counts and latency percentiles.
 
 local scenario = os.getenv("BENCH_SCENARIO") or "uniform"
@@ -11,7 +12,14 @@ local merchants = tonumber(os.getenv("BENCH_MERCHANTS") or "1000")
 local prefix = os.getenv("BENCH_PREFIX") or "bench"
 local batch_size = tonumber(os.getenv("BENCH_BATCH") or "1000")
 local ids_file = os.getenv("BENCH_IDS")
-local json_headers = { ["Content-Type"] = "application/json" }
+local authorization = "Bearer " .. (os.getenv("BENCH_API_KEY") or "")
+local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = authorization }
+local read_headers = { ["Authorization"] = authorization }
+
+local function submit_headers(key)
+  return { ["Content-Type"] = "application/json", ["Authorization"] = authorization,
+           ["Idempotency-Key"] = key }
+end
 
 local threads = {}
 
@@ -67,24 +75,23 @@ local function bulk_request()
       prefix, tid, counter, name(sender), name(receiver), math.random(1, 99), math.random(0, 99))
   end
   local body = '{"transfers":[' .. table.concat(items, ",") .. ']}'
-  return wrk.format("POST", "/batches", json_headers, body)
+  return wrk.format("POST", "/v1/batches", json_headers, body)
 end
 
 function request()
   if scenario == "read" then
     counter = counter + 1
     if #ids == 0 or counter % 2 == 0 then
-      return wrk.format("GET", "/merchants/" .. name(math.random(0, merchants - 1)))
+      return wrk.format("GET", "/v1/merchants/" .. name(math.random(0, merchants - 1)), read_headers)
     end
-    return wrk.format("GET", "/transfers/" .. ids[math.random(1, #ids)])
+    return wrk.format("GET", "/v1/transfers/" .. ids[math.random(1, #ids)], read_headers)
   elseif scenario == "bulk" then
     return bulk_request()
   end
   if scenario == "retry" and remembered > 0 and math.random() < 0.2 then
     local earlier = history[math.random(1, remembered)]
     replays = replays + 1
-    return wrk.format("POST", "/transfers",
-      { ["Content-Type"] = "application/json", ["Idempotency-Key"] = earlier[1] }, earlier[2])
+    return wrk.format("POST", "/v1/transfers", submit_headers(earlier[1]), earlier[2])
   end
   counter = counter + 1
   new_keys = new_keys + 1
@@ -95,8 +102,7 @@ function request()
     history[slot] = { key, body }
     if slot > remembered then remembered = slot end
   end
-  return wrk.format("POST", "/transfers",
-    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key }, body)
+  return wrk.format("POST", "/v1/transfers", submit_headers(key), body)
 end
 
 function response(status, headers, body)

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The README's curl examples, end to end, against a running service (`make run`).
 # Usage: examples/demo.sh [BASE_URL]   (default http://127.0.0.1:8000)
+# The admin key: $MINI_LEDGER_API_KEY, else zero-config's $MINI_LEDGER_HOME/admin.key.
 # Exits non-zero if any answer is not what the README promises; CI runs it as a smoke test.
 set -euo pipefail
-BASE=${1:-${BASE_URL:-http://127.0.0.1:8000}}
+BASE=${1:-${BASE_URL:-http://127.0.0.1:8000}}/v1
+KEY=${MINI_LEDGER_API_KEY:-$(cat "${MINI_LEDGER_HOME:-.mini-ledger}/admin.key")}
 RUN=$(date +%s%N)
 ALICE="alice-$RUN"
 BOB="bob-$RUN"
 JSON='Content-Type: application/json'
+AUTH="Authorization: Bearer $KEY"
+curl() { command curl -H "$AUTH" "$@"; }
 
 field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 expect() { # expect WHAT ACTUAL WANTED
@@ -32,10 +36,11 @@ SUBMIT=$(curl -s -D /tmp/mini-ledger-demo-headers -X POST "$BASE/transfers" -H "
   -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$BOB\", \"amount\": 0.1, \"currency\": \"BTC\"}")
 expect "submit status" "$(echo "$SUBMIT" | field '["status"]')" "202"
 LOCATION=$(grep -i '^location:' /tmp/mini-ledger-demo-headers | tr -d '\r' | cut -d' ' -f2)
+expect "location" "${LOCATION%/*}" "/v1/transfers"
 
 # 4. Poll it until final
 for _ in $(seq 1 100); do
-  STATE=$(curl -sf "$BASE$LOCATION" | field '["result"]["state"]')
+  STATE=$(curl -sf "${BASE%/v1}$LOCATION" | field '["result"]["state"]')
   [ "$STATE" != "pending" ] && break
   sleep 0.1
 done
@@ -66,4 +71,21 @@ expect "listed transfers" "$COUNT" "2"
 expect "same merchant" "$(curl -s -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency-Key: x-$RUN" \
   -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$ALICE\", \"amount\": 1, \"currency\": \"BTC\"}" \
   | field '["error"]')" "['Cannot transfer to the same merchant']"
+
+# 10. API keys: a key for alice alone (its secret is shown once), read-only keys, revocation
+ALICE_KEY=$(curl -sf -X POST "$BASE/api-keys" -H "$JSON" \
+  -d "{\"name\": \"alice app\", \"merchant\": \"$ALICE\", \"scope\": \"write\"}" \
+  | field '["result"]["secret"]')
+AS_ALICE="Authorization: Bearer $ALICE_KEY"
+expect "alice sees herself" "$(command curl -s -H "$AS_ALICE" "$BASE/merchants/$ALICE" | field '["status"]')" "200"
+expect "alice cannot see bob" "$(command curl -s -H "$AS_ALICE" "$BASE/merchants/$BOB" | field '["error"]')" "Merchant $BOB does not exist"
+expect "alice cannot send for bob" "$(command curl -s -X POST "$BASE/transfers" -H "$AS_ALICE" -H "$JSON" \
+  -H "Idempotency-Key: as-bob-$RUN" \
+  -d "{\"from_merchant\": \"$BOB\", \"to_merchant\": \"$ALICE\", \"amount\": 1, \"currency\": \"BTC\"}" \
+  | field '["error"]')" "API key may not act for merchant $BOB"
+expect "no key" "$(command curl -s "$BASE/transfers" | field '["error"]')" "Missing or invalid API key"
+ALICE_KEY_ID=$(curl -sf "$BASE/api-keys" | python3 -c 'import json,sys; print([k["id"] for k in json.load(sys.stdin)["result"] if k["name"] == "alice app"][-1])')
+curl -sf -X DELETE "$BASE/api-keys/$ALICE_KEY_ID" >/dev/null
+sleep 1
+expect "revoked key" "$(command curl -s -o /dev/null -w '%{http_code}' -H "$AS_ALICE" "$BASE/merchants/$ALICE")" "401"
 echo "demo finished: every README example answered as documented"

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from shared.config import get_settings, load_settings
 
+if TYPE_CHECKING:
+    from shared.db.database import Database
+    from shared.domain.api_keys import ApiKey
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Zero-config's secrets, in its home, readable by its owner only.
+ADMIN_KEY_FILE = "admin.key"
+FLOWER_PASSWORD_FILE = "flower.password"
+KEEP_ALIVE_S = 75
+T = TypeVar("T")
 
 
 def _celery(*arguments: str) -> int:
@@ -53,13 +66,20 @@ def cmd_run(_: argparse.Namespace) -> int:
         migrate(load_settings())
         if supervisor.stop_requested:
             return 0
+        new_admin_secret = _ensure_admin_key(home)
+        environment.setdefault("FLOWER_BASIC_AUTH", f"admin:{_flower_password(home)}")
         host = environment.get("HOST", "127.0.0.1")
         api_port = environment.get("PORT", "8000")
         flower_port = environment.get("FLOWER_PORT", "5555")
         sys.stderr.write(
             f"Mini Ledger: API http://{host}:{api_port} (Swagger UI at /docs),"
-            f" Flower http://{host}:{flower_port}, data in {home}. Ctrl-C stops everything.\n"
+            f" Flower http://{host}:{flower_port} (user admin, password in"
+            f" {home / FLOWER_PASSWORD_FILE}), data in {home}. Ctrl-C stops everything.\n"
         )
+        if new_admin_secret is not None:
+            sys.stderr.write(
+                f"Admin API key (shown once; kept in {home / ADMIN_KEY_FILE}): {new_admin_secret}\n"
+            )
         procfile = read_procfile(PROJECT_ROOT / "Procfile")
         supervisor.start(
             [Command(name, line, environment, PROJECT_ROOT) for name, line in procfile.items()]
@@ -67,6 +87,91 @@ def cmd_run(_: argparse.Namespace) -> int:
         return supervisor.watch()
     finally:
         supervisor.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create or replace `path` readable by its owner only (0600 from the first byte)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text + "\n")
+
+
+def _ensure_admin_key(home: Path) -> str | None:
+    """The admin key of this home: reused if still live, else created and written (0600).
+
+    Returns the secret when it is new, so the banner shows it once.
+    """
+    from shared.services.api_keys import ensure_admin_key
+
+    path = home / ADMIN_KEY_FILE
+    existing = path.read_text().strip() if path.exists() else None
+    created = _run_async(lambda db: ensure_admin_key(db, existing))
+    if created is None:
+        return None
+    _write_private(path, created.secret)
+    return created.secret
+
+
+def _flower_password(home: Path) -> str:
+    path = home / FLOWER_PASSWORD_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(18))
+    return path.read_text().strip()
+
+
+def _run_async(use_case: Callable[[Database], Awaitable[T]]) -> T:
+    """Run one async use case of the API's services from the command line."""
+    from shared.db.database import Database
+    from shared.db.engine import create_api_engine
+
+    async def run() -> T:
+        engine = create_api_engine(load_settings())
+        try:
+            return await use_case(Database(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_keys(arguments: argparse.Namespace) -> int:
+    """`mini-ledger keys create|list|revoke`: the operator's key management."""
+    from shared.domain.access import OPERATOR, Scope, parse_rate_limit
+    from shared.services import api_keys
+
+    if arguments.action == "list":
+        keys = _run_async(lambda db: api_keys.list_api_keys(db, OPERATOR))
+        for key in keys:
+            sys.stdout.write(json.dumps(_key_summary(key)) + "\n")
+        return 0
+    if arguments.action == "revoke":
+        key = _run_async(lambda db: api_keys.revoke_api_key(db, OPERATOR, uuid.UUID(arguments.id)))
+        sys.stdout.write(json.dumps(_key_summary(key)) + "\n")
+        return 0
+    scope = Scope.READ if arguments.read_only else Scope.WRITE
+    rate_limit = None if arguments.rate_limit is None else parse_rate_limit(arguments.rate_limit)
+    name = arguments.name or (f"{arguments.merchant} key" if arguments.merchant else "admin key")
+    created = _run_async(
+        lambda db: api_keys.create_api_key(
+            db, OPERATOR, name, arguments.merchant, scope, rate_limit
+        )
+    )
+    sys.stdout.write(json.dumps(_key_summary(created.key)) + "\n")
+    sys.stdout.write(created.secret + "\n")  # Alone on the last line, for scripts.
+    return 0
+
+
+def _key_summary(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "merchant": key.merchant_name,
+        "scope": key.scope.value,
+        "rate_limit": None if key.rate_limit is None else str(key.rate_limit),
+        "created": key.created.isoformat(),
+        "revoked": None if key.revoked is None else key.revoked.isoformat(),
+    }
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -97,6 +202,10 @@ def cmd_api(arguments: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Idle keep-alive connections outlive the client's (httpx: 5 s; load balancers: 60 s):
+        # when the server closed first, at uvicorn's default 5 s, a client could send on the
+        # closing connection and get no answer at all.
+        timeout_keep_alive=KEEP_ALIVE_S,
         # httptools with a bounded request head: 431 past 16 KiB or 100 header fields.
         http="api.protocol:HeadLimitedHttpToolsProtocol",
     )
@@ -124,9 +233,14 @@ def cmd_beat(_: argparse.Namespace) -> int:
 
 
 def cmd_flower(_: argparse.Namespace) -> int:
+    """Flower behind basic auth (`FLOWER_BASIC_AUTH=user:password`; zero-config sets one)."""
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("FLOWER_PORT", "5555")
-    return _celery("flower", f"--address={host}", f"--port={port}")
+    basic_auth = os.environ.get("FLOWER_BASIC_AUTH", "")
+    if ":" not in basic_auth:
+        sys.stderr.write("Flower needs FLOWER_BASIC_AUTH=user:password; refusing to start open\n")
+        return 2
+    return _celery("flower", f"--address={host}", f"--port={port}", f"--basic-auth={basic_auth}")
 
 
 def cmd_audit(_: argparse.Namespace) -> int:
@@ -143,12 +257,21 @@ def cmd_audit(_: argparse.Namespace) -> int:
 
 
 def cmd_import(arguments: argparse.Namespace) -> int:
+    from shared.embedded import default_home
     from shared.importer import run_import
 
     path = Path(arguments.file)
     rejects = Path(arguments.rejects or f"{path}.rejects.csv")
+    api_key = arguments.api_key
+    if api_key is None and (key_file := default_home() / ADMIN_KEY_FILE).exists():
+        api_key = key_file.read_text().strip()
+    if not api_key:
+        sys.stderr.write("no API key: pass --api-key, or set MINI_LEDGER_API_KEY\n")
+        return 2
     try:
-        progress = run_import(path, arguments.url, arguments.batch_size, rejects, arguments.wait)
+        progress = run_import(
+            path, arguments.url, api_key, arguments.batch_size, rejects, arguments.wait
+        )
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: run the same command again to resume (nothing repeats)\n")
         return 130
@@ -196,6 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument(
         "--wait", action="store_true", help="wait until every accepted transfer is final"
     )
+    importer.add_argument(
+        "--api-key",
+        default=os.environ.get("MINI_LEDGER_API_KEY"),
+        help="the key to submit with (default: $MINI_LEDGER_API_KEY, else zero-config's admin.key)",
+    )
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="a new key; its secret is the last line")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--admin", action="store_true", help="a key that may do everything")
+    owner.add_argument("--merchant", help="a key acting for this merchant only")
+    create.add_argument("--name", help="a label for the key")
+    create.add_argument("--read-only", action="store_true", help="reads only (merchant keys)")
+    create.add_argument("--rate-limit", help='e.g. "10/second" or "600/minute"')
+    key_actions.add_parser("list", help="every key, without secrets")
+    revoke = key_actions.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
     return parser
 
 
@@ -208,6 +348,7 @@ HANDLERS = {
     "flower": cmd_flower,
     "audit": cmd_audit,
     "import": cmd_import,
+    "keys": cmd_keys,
 }
 
 

@@ -168,13 +168,14 @@ class Display:
 
 
 def run_import(
-    path: Path, base_url: str, batch_size: int, rejects_path: Path, wait: bool
+    path: Path, base_url: str, api_key: str, batch_size: int, rejects_path: Path, wait: bool
 ) -> Progress:
     progress = Progress()
     display = Display(sys.stderr)
     finished: dict[str, dict[str, int]] = {}
+    headers = {"Authorization": f"Bearer {api_key}"}
     with (
-        httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client,
+        httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S, headers=headers) as client,
         rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
     ):
         rejects = csv.writer(rejects_file)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO
@@ -32,6 +33,10 @@ TEST_ENVIRONMENT = {
     "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     "JSON_LOGS": "true",
 }
+
+# The admin key every test client sends (created with the test database).
+ADMIN_SECRET = "mlk_" + "t" * 43
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_SECRET}"}
 
 _embedded = None
 _home: str | None = None
@@ -69,6 +74,23 @@ def _reset_database() -> None:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)'))
     engine.dispose()
     migrate(settings)
+    _create_admin_key(settings)
+
+
+def _create_admin_key(settings: object) -> None:
+    from sqlalchemy import create_engine
+
+    from shared.db.tables import api_keys
+    from shared.domain.access import hash_secret
+
+    engine = create_engine(settings.database_url)  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(
+            api_keys.insert().values(
+                id=uuid.uuid4(), name="tests", scope="write", secret_hash=hash_secret(ADMIN_SECRET)
+            )
+        )
+    engine.dispose()
 
 
 def _reset_redis() -> None:
@@ -183,5 +205,7 @@ async def client(app: object, workers: Processes) -> AsyncIterator[object]:
     import httpx
 
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://ledger", headers=ADMIN_HEADERS
+    ) as http:
         yield http

@@ -126,6 +126,7 @@ async def record_pending(
         pending = [
             new_transfer(
                 TransferRequest(sender, receiver, amount, currency),
+                None,  # the platform's idempotency scope
                 unique("pending"),
                 parties[sender],
                 parties[receiver],

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import DB, RequestId
+from api.deps import DB, Caller, RequestId
 from api.errors import describe, error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
@@ -73,12 +73,14 @@ def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchR
     "",
     status_code=202,
     response_model=Envelope[BatchRead],
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(403, 413, 422, 503),
     summary="Submit up to 10,000 transfers; each item is accepted or refused on its own",
 )
-async def submit_batch(body: BatchCreate, db: DB, request_id: RequestId) -> JSONResponse:
+async def submit_batch(
+    body: BatchCreate, db: DB, actor: Caller, request_id: RequestId
+) -> JSONResponse:
     valid, invalid = parse_items(body.transfers)
-    submission = await batches.submit_batch(db, valid, len(invalid), request_id)
+    submission = await batches.submit_batch(db, actor, valid, len(invalid), request_id)
     return envelope(render(submission, invalid), status=202)
 
 
@@ -88,6 +90,6 @@ async def submit_batch(body: BatchCreate, db: DB, request_id: RequestId) -> JSON
     responses=error_responses(404, 422, 503),
     summary="A batch's progress: how many of its transfers are pending, completed, failed",
 )
-async def get_batch(batch_id: uuid.UUID, db: DB) -> JSONResponse:
-    progress = await batches.get_batch(db, batch_id)
+async def get_batch(batch_id: uuid.UUID, db: DB, actor: Caller) -> JSONResponse:
+    progress = await batches.get_batch(db, actor, batch_id)
     return envelope(BatchProgressRead.of(progress))

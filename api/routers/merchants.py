@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import DB
+from api.deps import DB, Caller
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
@@ -25,22 +25,24 @@ router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSO
 @router.post(
     "",
     response_model=Envelope[MerchantRead],
-    responses=error_responses(409, 413, 422, 503),
-    summary="Create a merchant",
+    responses=error_responses(403, 409, 413, 422, 503),
+    summary="Create a merchant (admin)",
 )
-async def create_merchant(body: MerchantCreate, db: DB) -> JSONResponse:
-    merchant = await merchants.create_merchant(db, body.name, body.percent_fee)
+async def create_merchant(body: MerchantCreate, db: DB, actor: Caller) -> JSONResponse:
+    merchant = await merchants.create_merchant(db, actor, body.name, body.percent_fee)
     return envelope(MerchantRead.model_validate(merchant))
 
 
 @router.post(
     "/balance",
     response_model=Envelope[BalanceRead],
-    responses=error_responses(400, 404, 409, 413, 422, 503),
-    summary="Open a merchant's balance in a currency, depositing the initial amount",
+    responses=error_responses(400, 403, 404, 409, 413, 422, 503),
+    summary="Open a merchant's balance in a currency, depositing the initial amount (admin)",
 )
-async def open_balance(body: BalanceCreate, db: DB) -> JSONResponse:
-    balance = await merchants.open_balance(db, body.merchant_id, body.currency, body.initial_amount)
+async def open_balance(body: BalanceCreate, db: DB, actor: Caller) -> JSONResponse:
+    balance = await merchants.open_balance(
+        db, actor, body.merchant_id, body.currency, body.initial_amount
+    )
     return envelope(BalanceRead.model_validate(balance))
 
 
@@ -50,8 +52,8 @@ async def open_balance(body: BalanceCreate, db: DB) -> JSONResponse:
     responses=error_responses(404, 503),
     summary="A merchant with its balances",
 )
-async def get_merchant(merchant_name: str, db: DB) -> JSONResponse:
-    found = await merchants.get_merchant(db, merchant_name)
+async def get_merchant(merchant_name: str, db: DB, actor: Caller) -> JSONResponse:
+    found = await merchants.get_merchant(db, actor, merchant_name)
     return envelope(MerchantWithBalancesRead.of_merchant(found))
 
 
@@ -61,6 +63,6 @@ async def get_merchant(merchant_name: str, db: DB) -> JSONResponse:
     responses=error_responses(404, 503),
     summary="A merchant's balances",
 )
-async def list_balances(merchant_name: str, db: DB) -> JSONResponse:
-    balances = await merchants.list_balances(db, merchant_name)
+async def list_balances(merchant_name: str, db: DB, actor: Caller) -> JSONResponse:
+    balances = await merchants.list_balances(db, actor, merchant_name)
     return envelope([BalanceRead.model_validate(balance) for balance in balances])

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import DB, IdempotencyKey, RequestId, Waiter, WaitPreference
+from api.deps import DB, Caller, IdempotencyKey, PathPrefix, RequestId, Waiter, WaitPreference
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
@@ -21,10 +21,10 @@ router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSO
 
 
 def transfer_response(
-    transfer: Transfer, *, replayed: bool = False, wait_applied: int | None = None
+    transfer: Transfer, prefix: str, *, replayed: bool = False, wait_applied: int | None = None
 ) -> JSONResponse:
-    """200 once final, 202 with `Location` while pending."""
-    headers = {"Location": f"/transfers/{transfer.id}"}
+    """200 once final, 202 while pending; `Location` in the request's path family."""
+    headers = {"Location": f"{prefix}/transfers/{transfer.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     if wait_applied is not None:
@@ -37,22 +37,27 @@ def transfer_response(
     "",
     status_code=202,
     response_model=Envelope[TransferRead],
-    responses={200: {"model": Envelope[TransferRead]}, **error_responses(400, 404, 413, 422, 503)},
+    responses={
+        200: {"model": Envelope[TransferRead]},
+        **error_responses(400, 403, 404, 413, 422, 503),
+    },
     summary="Submit a transfer (recorded as pending, applied by a worker)",
 )
 async def submit_transfer(
     body: TransferCreate,
     key: IdempotencyKey,
     db: DB,
+    actor: Caller,
     waiter: Waiter,
     request_id: RequestId,
     wait_s: WaitPreference,
+    prefix: PathPrefix,
 ) -> JSONResponse:
-    submission = await transfers.submit_transfer(db, body.to_domain(), key, request_id)
+    submission = await transfers.submit_transfer(db, actor, body.to_domain(), key, request_id)
     transfer = submission.transfer
     if wait_s is not None:
-        transfer = await transfers.wait_until_final(db, waiter, transfer, wait_s)
-    return transfer_response(transfer, replayed=submission.replayed, wait_applied=wait_s)
+        transfer = await transfers.wait_until_final(db, actor, waiter, transfer, wait_s)
+    return transfer_response(transfer, prefix, replayed=submission.replayed, wait_applied=wait_s)
 
 
 @router.get(
@@ -61,8 +66,8 @@ async def submit_transfer(
     responses=error_responses(404, 422, 503),
     summary="A transfer, in whatever state it is",
 )
-async def get_transfer(transfer_id: uuid.UUID, db: DB) -> JSONResponse:
-    transfer = await transfers.get_transfer(db, transfer_id)
+async def get_transfer(transfer_id: uuid.UUID, db: DB, actor: Caller) -> JSONResponse:
+    transfer = await transfers.get_transfer(db, actor, transfer_id)
     return envelope(TransferRead.model_validate(transfer))
 
 
@@ -70,10 +75,11 @@ async def get_transfer(transfer_id: uuid.UUID, db: DB) -> JSONResponse:
     "",
     response_model=PageEnvelope[TransferRead],
     responses=error_responses(422, 503),
-    summary="Transfers, newest first, filtered and paginated",
+    summary="Transfers, newest first, filtered and paginated (a merchant key: its own)",
 )
 async def list_transfers(
     db: DB,
+    actor: Caller,
     from_merchant: Annotated[str | None, Query(alias="from")] = None,
     to_merchant: Annotated[str | None, Query(alias="to")] = None,
     currency: Annotated[CurrencyIn | None, Query()] = None,
@@ -83,6 +89,6 @@ async def list_transfers(
     batch_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> JSONResponse:
     where = TransferFilter(from_merchant, to_merchant, currency, state, batch_id)
-    page = await transfers.list_transfers(db, where, cursor, limit)
+    page = await transfers.list_transfers(db, actor, where, cursor, limit)
     result = [TransferRead.model_validate(transfer) for transfer in page.transfers]
     return envelope(result, next_cursor=page.next_cursor)

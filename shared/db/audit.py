@@ -75,8 +75,9 @@ INVARIANT_QUERIES: dict[str, str] = {
         SELECT count(*) FROM transfers WHERE fee <> round(amount * percent_fee / 100, 8)
     """,
     # 5. One Idempotency-Key, at most one transfer.
+    # 5. One Idempotency-Key, one transfer, within each owner scope (NULL: the platform's).
     "duplicate_idempotency_keys": """
-        SELECT count(*) - count(DISTINCT idempotency_key) FROM transfers
+        SELECT count(*) - count(DISTINCT (idempotency_scope, idempotency_key)) FROM transfers
     """,
 }
 

@@ -15,6 +15,7 @@ from shared.db.tables import batch_items, batches, transfers
 @dataclass(frozen=True, slots=True)
 class BatchProgress:
     id: uuid.UUID
+    owner_merchant_id: uuid.UUID | None
     created: datetime
     accepted: int
     refused: int
@@ -32,11 +33,21 @@ class BatchRepository:
         self._connection = connection
 
     async def insert(
-        self, batch_id: uuid.UUID, accepted: int, refused: int, items: list[uuid.UUID]
+        self,
+        batch_id: uuid.UUID,
+        owner_merchant_id: uuid.UUID | None,
+        accepted: int,
+        refused: int,
+        items: list[uuid.UUID],
     ) -> None:
         """The batch and, in order, the transfer each accepted item stands for."""
         await self._connection.execute(
-            batches.insert().values(id=batch_id, accepted=accepted, refused=refused)
+            batches.insert().values(
+                id=batch_id,
+                owner_merchant_id=owner_merchant_id,
+                accepted=accepted,
+                refused=refused,
+            )
         )
         if items:
             await self._connection.execute(
@@ -66,6 +77,7 @@ class BatchRepository:
         counts = {state: int(count) for state, count in states}
         return BatchProgress(
             id=batch.id,
+            owner_merchant_id=batch.owner_merchant_id,
             created=batch.created,
             accepted=batch.accepted,
             refused=batch.refused,

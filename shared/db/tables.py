@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -106,7 +107,9 @@ transfers = Table(
     "transfers",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("idempotency_key", String(255), nullable=False, unique=True),
+    # The owner scope of the key: the submitting key's merchant, or NULL for the platform.
+    Column("idempotency_scope", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    Column("idempotency_key", String(255), nullable=False),
     Column("request_fingerprint", String(64), nullable=False),
     Column("from_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
     Column("to_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
@@ -134,6 +137,7 @@ transfers = Table(
     CheckConstraint("(state = 'failed') = (failure_reason IS NOT NULL)", name="failure_reason"),
     CheckConstraint("(state = 'pending') = (processed IS NULL)", name="processed"),
     CheckConstraint("apply_failures >= 0", name="apply_failures"),
+    UniqueConstraint("idempotency_scope", "idempotency_key", postgresql_nulls_not_distinct=True),
     Index("ix_transfers_created_id", text("created DESC"), text("id DESC")),
     Index(
         "ix_transfers_from_created_id", "from_merchant_id", text("created DESC"), text("id DESC")
@@ -167,6 +171,8 @@ batches = Table(
     _now(),
     Column("accepted", Integer, nullable=False),
     Column("refused", Integer, nullable=False),
+    # The merchant whose key created the batch; NULL for an admin key.
+    Column("owner_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
     CheckConstraint("accepted >= 0 AND refused >= 0", name="counts"),
 )
 
@@ -178,4 +184,21 @@ batch_items = Table(
     Column("position", Integer, primary_key=True),
     Column("transfer_id", UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=False),
     CheckConstraint("position >= 0", name="position"),
+)
+
+# API keys: the secret itself is never stored, only its SHA-256.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    Column("scope", String(8), nullable=False),
+    Column("rate_limit", String(32), nullable=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    _now(),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+    CheckConstraint("scope IN ('write', 'read')", name="scope"),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),
+    CheckConstraint("rate_limit ~ '^[1-9][0-9]{0,8}/(second|minute)$'", name="rate_limit"),
 )

@@ -69,6 +69,7 @@ class StoredTransfer:
 @dataclass(frozen=True, slots=True)
 class NewTransfer:
     id: uuid.UUID
+    idempotency_scope: uuid.UUID | None
     idempotency_key: str
     request_fingerprint: str
     from_merchant_id: uuid.UUID
@@ -87,19 +88,23 @@ class TransferFilter:
     currency: str | None = None
     state: TransferState | None = None
     batch_id: uuid.UUID | None = None
+    # Only transfers this merchant sends or receives (a merchant key's view); None: all.
+    party: uuid.UUID | None = None
 
 
 _INSERT_PENDING_MANY = text(
     """
-    INSERT INTO transfers (id, idempotency_key, request_fingerprint, from_merchant_id,
-                           to_merchant_id, amount, fee, percent_fee, currency, request_id)
+    INSERT INTO transfers (id, idempotency_scope, idempotency_key, request_fingerprint,
+                           from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
+                           request_id)
     SELECT * FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:keys AS varchar[]), CAST(:fingerprints AS varchar[]),
+        CAST(:ids AS uuid[]), CAST(:scopes AS uuid[]), CAST(:keys AS varchar[]),
+        CAST(:fingerprints AS varchar[]),
         CAST(:senders AS uuid[]), CAST(:receivers AS uuid[]), CAST(:amounts AS numeric[]),
         CAST(:fees AS numeric[]), CAST(:percent_fees AS numeric[]),
         CAST(:currencies AS varchar[]), CAST(:request_ids AS varchar[])
     )
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
     RETURNING id, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
               idempotency_key, state, failure_reason, created, processed
     """
@@ -109,6 +114,12 @@ _INSERT_PENDING_MANY = text(
 def is_any(column: Any, values: list[Any], item_type: TypeEngine[Any]) -> ColumnElement[bool]:
     """`column = ANY(:values)`: one array parameter, however many values."""
     return column == any_(bindparam(None, values, type_=ARRAY(item_type)))  # type: ignore[no-any-return]
+
+
+def _in_scope(scope: uuid.UUID | None) -> ColumnElement[bool]:
+    """The idempotency scope as an indexable condition (the platform's scope is NULL)."""
+    column = transfers.c.idempotency_scope
+    return column.is_(None) if scope is None else column == scope
 
 
 def _merchant_id_named(name: str) -> Any:
@@ -128,6 +139,11 @@ def list_statement(
         conditions.append(transfers.c.currency == where.currency)
     if where.state is not None:
         conditions.append(transfers.c.state == where.state.value)
+    if where.party is not None:
+        conditions.append(
+            (transfers.c.from_merchant_id == where.party)
+            | (transfers.c.to_merchant_id == where.party)
+        )
     if where.batch_id is not None:
         in_batch = select(batch_items.c.transfer_id).where(batch_items.c.batch_id == where.batch_id)
         conditions.append(transfers.c.id.in_(in_batch))
@@ -150,18 +166,22 @@ class TransferRepository:
         row = (await self._connection.execute(statement)).one_or_none()
         return None if row is None else to_transfer(row)
 
-    async def get_by_key(self, idempotency_key: str) -> StoredTransfer | None:
+    async def get_by_key(
+        self, scope: uuid.UUID | None, idempotency_key: str
+    ) -> StoredTransfer | None:
         statement = select(*TRANSFER_COLUMNS, transfers.c.request_fingerprint).where(
-            transfers.c.idempotency_key == idempotency_key
+            _in_scope(scope), transfers.c.idempotency_key == idempotency_key
         )
         row = (await self._connection.execute(statement)).one_or_none()
         if row is None:
             return None
         return StoredTransfer(to_transfer(row), row.request_fingerprint)
 
-    async def get_by_keys(self, keys: list[str]) -> dict[str, StoredTransfer]:
+    async def get_by_keys(
+        self, scope: uuid.UUID | None, keys: list[str]
+    ) -> dict[str, StoredTransfer]:
         statement = select(*TRANSFER_COLUMNS, transfers.c.request_fingerprint).where(
-            is_any(transfers.c.idempotency_key, keys, String())
+            _in_scope(scope), is_any(transfers.c.idempotency_key, keys, String())
         )
         return {
             row.idempotency_key: StoredTransfer(to_transfer(row), row.request_fingerprint)
@@ -211,6 +231,7 @@ class TransferRepository:
             insert(transfers)
             .values(
                 id=new.id,
+                idempotency_scope=new.idempotency_scope,
                 idempotency_key=new.idempotency_key,
                 request_fingerprint=new.request_fingerprint,
                 from_merchant_id=new.from_merchant_id,
@@ -221,7 +242,9 @@ class TransferRepository:
                 currency=new.currency,
                 request_id=new.request_id,
             )
-            .on_conflict_do_nothing(index_elements=[transfers.c.idempotency_key])
+            .on_conflict_do_nothing(
+                index_elements=[transfers.c.idempotency_scope, transfers.c.idempotency_key]
+            )
             .returning(*TRANSFER_COLUMNS)
         )
         row = (await self._connection.execute(statement)).one_or_none()
@@ -239,6 +262,7 @@ class TransferRepository:
             _INSERT_PENDING_MANY,
             {
                 "ids": [t.id for t in new],
+                "scopes": [t.idempotency_scope for t in new],
                 "keys": [t.idempotency_key for t in new],
                 "fingerprints": [t.request_fingerprint for t in new],
                 "senders": [t.from_merchant_id for t in new],

@@ -76,3 +76,33 @@ class DependencyUnavailable(LedgerError):
 
 class InvariantViolation(LedgerError):
     """A ledger rule that must never break was about to break: a bug, never user input."""
+
+
+class Unauthenticated(LedgerError):
+    """No API key, a malformed one, an unknown one, or a revoked one."""
+
+    def __init__(self) -> None:
+        super().__init__("Missing or invalid API key")
+
+
+class Forbidden(LedgerError):
+    """The key is valid but may not do this (admin-only, or a read-only key writing)."""
+
+    def __init__(self) -> None:
+        super().__init__("Forbidden")
+
+
+class MayNotActFor(LedgerError):
+    def __init__(self, merchant_name: str) -> None:
+        super().__init__(f"API key may not act for merchant {merchant_name}")
+
+
+class ApiKeyNotFound(LedgerError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id} does not exist")
+
+
+class RateLimited(LedgerError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("Rate limit exceeded")
+        self.retry_after_s = retry_after_s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from shared.db.batches import BatchProgress, BatchRepository
 from shared.db.database import Database
 from shared.db.transfers import NewTransfer, Party, StoredTransfer, TransferRepository
+from shared.domain.access import Actor
 from shared.domain.errors import BatchNotFound, BatchTooLarge, IdempotencyKeyReused, LedgerError
 from shared.domain.transfers import Transfer, TransferRequest
 from shared.queue import publish_transfer_groups
@@ -48,7 +49,10 @@ class BatchSubmission:
 class _BatchPlan:
     """What each item becomes, decided in request order; new transfers resolve after insert."""
 
-    def __init__(self, stored: dict[str, StoredTransfer], parties: dict[str, Party]) -> None:
+    def __init__(
+        self, actor: Actor, stored: dict[str, StoredTransfer], parties: dict[str, Party]
+    ) -> None:
+        self._actor = actor
         self._stored = stored
         self._parties = parties
         self._decided: dict[int, ItemResult] = {}
@@ -58,6 +62,11 @@ class _BatchPlan:
         self._new_items: dict[str, BatchItem] = {}
 
     def add(self, item: BatchItem, request_id: str | None) -> None:
+        try:
+            self._actor.require_acting_for(item.request.from_merchant)
+        except LedgerError as error:
+            self._refuse(item, error)
+            return
         first = self._first_by_key.setdefault(item.key, item)
         if first is not item:  # The same key earlier in this batch: it answers for both.
             if first.request.fingerprint() != item.request.fingerprint():
@@ -72,7 +81,9 @@ class _BatchPlan:
             except LedgerError as error:
                 self._refuse(item, error)
                 return
-            self.new[item.key] = new_transfer(item.request, item.key, sender, receiver, request_id)
+            self.new[item.key] = new_transfer(
+                item.request, self._actor.idempotency_scope, item.key, sender, receiver, request_id
+            )
             self._new_items[item.key] = item
 
     def _refuse(self, item: BatchItem, error: LedgerError) -> None:
@@ -104,7 +115,11 @@ def _replay(item: BatchItem, stored: StoredTransfer) -> ItemResult:
 
 
 async def submit_batch(
-    db: Database, items: list[BatchItem], invalid_items: int, request_id: str | None
+    db: Database,
+    actor: Actor,
+    items: list[BatchItem],
+    invalid_items: int,
+    request_id: str | None,
 ) -> BatchSubmission:
     """Validate and record every item as `POST /transfers` would, in one transaction.
 
@@ -114,10 +129,12 @@ async def submit_batch(
     if len(items) + invalid_items > MAX_BATCH_ITEMS:
         raise BatchTooLarge(MAX_BATCH_ITEMS)
     batch_id = uuid.uuid4()
+    scope = actor.idempotency_scope
     async with db.transaction() as connection:
         repository = TransferRepository(connection)
         plan = _BatchPlan(
-            stored=await repository.get_by_keys(list({item.key for item in items})),
+            actor,
+            stored=await repository.get_by_keys(scope, list({item.key for item in items})),
             parties=await repository.get_parties(
                 list({n for i in items for n in (i.request.from_merchant, i.request.to_merchant)}),
                 list({item.request.currency for item in items}),
@@ -127,19 +144,22 @@ async def submit_batch(
             plan.add(item, request_id)
         created = await repository.insert_pending_many(list(plan.new.values()))
         lost_races = [key for key in plan.new if key not in created]
-        winners = await repository.get_by_keys(lost_races) if lost_races else {}
+        winners = await repository.get_by_keys(scope, lost_races) if lost_races else {}
         results = plan.resolve(items, created, winners)
         accepted = [result.transfer.id for result in results if result.transfer is not None]
         refused = invalid_items + len(results) - len(accepted)
-        await BatchRepository(connection).insert(batch_id, len(accepted), refused, accepted)
+        await BatchRepository(connection).insert(
+            batch_id, actor.merchant_id, len(accepted), refused, accepted
+        )
     to_apply = [created[key].id for key in plan.new if key in created]
     await asyncio.to_thread(publish_transfer_groups, to_apply, batch_id, request_id)
     return BatchSubmission(batch_id, len(accepted), refused, results)
 
 
-async def get_batch(db: Database, batch_id: uuid.UUID) -> BatchProgress:
+async def get_batch(db: Database, actor: Actor, batch_id: uuid.UUID) -> BatchProgress:
+    """A batch's progress, if the actor's merchant (or an admin) created it."""
     async with db.autocommit() as connection:
         progress = await BatchRepository(connection).get_progress(batch_id)
-    if progress is None:
+    if progress is None or not (actor.is_admin or progress.owner_merchant_id == actor.merchant_id):
         raise BatchNotFound(str(batch_id))
     return progress

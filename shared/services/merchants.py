@@ -7,16 +7,21 @@ from decimal import Decimal
 
 from shared.db.database import Database
 from shared.db.merchants import MerchantRepository
+from shared.domain.access import Actor
 from shared.domain.errors import MerchantArchived, MerchantNotFound
 from shared.domain.merchants import Balance, Merchant, MerchantWithBalances
 
 
-async def create_merchant(db: Database, name: str, percent_fee: Decimal) -> Merchant:
+async def create_merchant(db: Database, actor: Actor, name: str, percent_fee: Decimal) -> Merchant:
+    actor.require_admin()
     async with db.transaction() as connection:
         return await MerchantRepository(connection).insert(name, percent_fee)
 
 
-async def get_merchant(db: Database, name: str) -> MerchantWithBalances:
+async def get_merchant(db: Database, actor: Actor, name: str) -> MerchantWithBalances:
+    """The merchant with its balances; a merchant key sees only its own (others do not exist)."""
+    if not actor.is_admin and name != actor.merchant_name:
+        raise MerchantNotFound(name)
     async with db.autocommit() as connection:
         repository = MerchantRepository(connection)
         merchant = await repository.get_by_name(name)
@@ -25,14 +30,15 @@ async def get_merchant(db: Database, name: str) -> MerchantWithBalances:
         return MerchantWithBalances(merchant, await repository.list_balances(merchant.id))
 
 
-async def list_balances(db: Database, name: str) -> list[Balance]:
-    return (await get_merchant(db, name)).balances
+async def list_balances(db: Database, actor: Actor, name: str) -> list[Balance]:
+    return (await get_merchant(db, actor, name)).balances
 
 
 async def open_balance(
-    db: Database, merchant_id: uuid.UUID, currency: str, initial_amount: Decimal
+    db: Database, actor: Actor, merchant_id: uuid.UUID, currency: str, initial_amount: Decimal
 ) -> Balance:
     """Open the merchant's balance in `currency` with `initial_amount` deposited into it."""
+    actor.require_admin()
     async with db.transaction() as connection:
         repository = MerchantRepository(connection)
         merchant = await repository.get_by_id(merchant_id)

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from shared.db.database import Database
 from shared.db.transfers import TransferRepository
+from shared.domain.access import Actor
 from shared.queue import TRANSFERS_QUEUE
 
 
@@ -19,7 +20,8 @@ class QueueStatus:
     oldest_pending_age_s: float | None
 
 
-async def queue_status(db: Database, redis: Redis) -> QueueStatus:
+async def queue_status(db: Database, actor: Actor, redis: Redis) -> QueueStatus:
+    actor.require_admin()
     async with db.autocommit() as connection:
         pending, oldest_age_s = await TransferRepository(connection).pending_summary()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from shared.db.transfers import (
     TransferFilter,
     TransferRepository,
 )
+from shared.domain.access import Actor
 from shared.domain.errors import (
     BalanceNotFound,
     IdempotencyKeyReused,
@@ -71,11 +73,17 @@ def check_parties(parties: dict[str, Party], request: TransferRequest) -> tuple[
 
 
 def new_transfer(
-    request: TransferRequest, key: str, sender: Party, receiver: Party, request_id: str | None
+    request: TransferRequest,
+    scope: uuid.UUID | None,
+    key: str,
+    sender: Party,
+    receiver: Party,
+    request_id: str | None,
 ) -> NewTransfer:
     """A pending transfer with the fee snapshotted from the sender's fee at submission."""
     return NewTransfer(
         id=uuid.uuid4(),
+        idempotency_scope=scope,
         idempotency_key=key,
         request_fingerprint=request.fingerprint(),
         from_merchant_id=sender.merchant_id,
@@ -89,14 +97,18 @@ def new_transfer(
 
 
 async def submit_transfer(
-    db: Database, request: TransferRequest, key: str, request_id: str | None
+    db: Database, actor: Actor, request: TransferRequest, key: str, request_id: str | None
 ) -> Submission:
     """Record the transfer as pending under its Idempotency-Key, then enqueue it.
 
-    A key seen before returns its transfer (or refuses a different request); a refusal
-    records nothing, so the key stays free. A new key costs two statements: the party lookup
-    and the insert, whose ON CONFLICT also detects a key seen before (or racing in parallel).
+    Keys are scoped by the key owner (a merchant's keys share one scope, admin keys the
+    platform's). A key seen before in the scope returns its transfer (or refuses a different
+    request); a refusal records nothing, so the key stays free. A new key costs two statements:
+    the party lookup and the insert, whose ON CONFLICT also detects a key seen before (or racing
+    in parallel).
     """
+    actor.require_acting_for(request.from_merchant)
+    scope = actor.idempotency_scope
     fingerprint = request.fingerprint()
     # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
@@ -107,14 +119,14 @@ async def submit_transfer(
             sender, receiver = check_parties(parties, request)
         except LedgerError:
             # A replay wins over a refusal: the merchant may have changed since the first try.
-            if (stored := await repository.get_by_key(key)) is not None:
+            if (stored := await repository.get_by_key(scope, key)) is not None:
                 return _replay(stored, fingerprint)
             raise
         transfer = await repository.insert_pending(
-            new_transfer(request, key, sender, receiver, request_id)
+            new_transfer(request, scope, key, sender, receiver, request_id)
         )
         if transfer is None:  # The key was taken, earlier or by a concurrent request.
-            stored = await repository.get_by_key(key)
+            stored = await repository.get_by_key(scope, key)
             if stored is None:  # Transfers are never deleted, so the winner must be visible.
                 raise InvariantViolation(f"transfer with key {key} vanished")
             return _replay(stored, fingerprint)
@@ -122,16 +134,19 @@ async def submit_transfer(
     return Submission(transfer, replayed=False)
 
 
-async def get_transfer(db: Database, transfer_id: uuid.UUID) -> Transfer:
+async def get_transfer(db: Database, actor: Actor, transfer_id: uuid.UUID) -> Transfer:
+    """The transfer, if the actor may see it: to anyone else it does not exist."""
     async with db.autocommit() as connection:
         transfer = await TransferRepository(connection).get(transfer_id)
-    if transfer is None:
+    if transfer is None or not actor.sees_transfer(
+        transfer.from_merchant_id, transfer.to_merchant_id
+    ):
         raise TransferNotFound(str(transfer_id))
     return transfer
 
 
 async def wait_until_final(
-    db: Database, waiter: FinalStateWaiter, transfer: Transfer, timeout_s: float
+    db: Database, actor: Actor, waiter: FinalStateWaiter, transfer: Transfer, timeout_s: float
 ) -> Transfer:
     """The transfer once final, or as it stands when `timeout_s` runs out."""
     loop = asyncio.get_running_loop()
@@ -141,7 +156,7 @@ async def wait_until_final(
         if remaining <= 0:
             break
         with waiter.expect(transfer.id) as notice:
-            transfer = await get_transfer(db, transfer.id)
+            transfer = await get_transfer(db, actor, transfer.id)
             if transfer.state.is_final:
                 break
             await asyncio.wait({notice}, timeout=min(remaining, WAIT_POLL_S))
@@ -166,9 +181,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_transfers(
-    db: Database, where: TransferFilter, cursor: str | None, limit: int
+    db: Database, actor: Actor, where: TransferFilter, cursor: str | None, limit: int
 ) -> TransferPage:
-    """Newest first; `next_cursor` continues after the last transfer of this page."""
+    """Newest first (a merchant key sees only its merchant's); `next_cursor` continues after
+    the last transfer of this page."""
+    if not actor.is_admin:
+        where = dataclasses.replace(where, party=actor.merchant_id)
     after = None if cursor is None else decode_cursor(cursor)
     async with db.autocommit() as connection:
         rows = await TransferRepository(connection).list(where, after, limit + 1)

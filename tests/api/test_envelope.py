@@ -6,6 +6,7 @@ import httpx
 
 from api.main import create_app, lifespan
 from shared.config import load_settings
+from tests.conftest import ADMIN_HEADERS
 from tests.helpers import unique
 
 JSON = {"Content-Type": "application/json"}
@@ -71,7 +72,9 @@ class TestDependencyDown:
         app = create_app(unreachable)
         async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as http:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://ledger", headers=ADMIN_HEADERS
+            ) as http:
                 response = await http.post("/merchants", json={"name": unique(), "percent_fee": 1})
                 health = await http.get("/health")
         assert response.status_code == 503

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 
 from shared.db.database import SyncDatabase
 from shared.domain.money import format_amount
-from tests.conftest import Processes
+from tests.conftest import ADMIN_HEADERS, Processes
 from tests.e2e.conftest import start_api
 from tests.helpers import assert_ledger_consistent, unique
 
@@ -55,7 +55,7 @@ def test_no_request_gets_a_5xx(fuzz_api: str, mode: GenerationMode) -> None:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         def call(case: Any) -> None:
-            assert_envelope(case.call(timeout=60), case.as_curl_command())
+            assert_envelope(case.call(headers=ADMIN_HEADERS, timeout=60), case.as_curl_command())
 
         try:
             call()
@@ -68,7 +68,7 @@ def test_no_request_gets_a_5xx(fuzz_api: str, mode: GenerationMode) -> None:
 def merchants(fuzz_api: str) -> list[str]:
     """Funded merchants with random fees, each holding both currencies."""
     names = [unique("fuzz") for _ in range(MERCHANTS)]
-    with httpx.Client(base_url=fuzz_api, timeout=60) as client:
+    with httpx.Client(base_url=fuzz_api, timeout=60, headers=ADMIN_HEADERS) as client:
         for index, name in enumerate(names):
             fee = ["0", "2", "0.5", "100"][index]
             merchant = client.post("/merchants", json={"name": name, "percent_fee": fee})
@@ -129,7 +129,7 @@ def test_valid_transfers_never_get_a_5xx(
     headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
     if prefer is not None:
         headers["Prefer"] = prefer
-    with httpx.Client(base_url=fuzz_api, timeout=60) as client:
+    with httpx.Client(base_url=fuzz_api, timeout=60, headers=ADMIN_HEADERS) as client:
         response = client.post("/transfers", content=body, headers=headers)
     assert_envelope(response, f"POST /transfers {headers} {body}")
     if response.status_code in (200, 202) and response.headers.get("idempotent-replayed") is None:

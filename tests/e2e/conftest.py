@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shared.embedded import EmbeddedRedis
-from tests.conftest import Processes, start_beat, start_worker
+from tests.conftest import ADMIN_HEADERS, Processes, start_beat, start_worker
 
 STARTUP_TIMEOUT_S = 30
 
@@ -89,7 +89,7 @@ class Stack:
 async def stack() -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
     stack = Stack()
     stack.start()
-    async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60, headers=ADMIN_HEADERS) as client:
         yield stack, client
     stack.stop()
 
@@ -118,7 +118,9 @@ async def cluster(api_processes: list[str]) -> AsyncIterator[Cluster]:
     cluster = Cluster(api_processes)
     limits = httpx.Limits(max_connections=100)
     for url in api_processes:
-        cluster.clients.append(httpx.AsyncClient(base_url=url, timeout=60, limits=limits))
+        cluster.clients.append(
+            httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=ADMIN_HEADERS)
+        )
     yield cluster
     for client in cluster.clients:
         await client.aclose()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from shared.db.database import SyncDatabase
-from tests.conftest import Processes
+from tests.conftest import ADMIN_HEADERS, Processes
 from tests.e2e.conftest import STARTUP_TIMEOUT_S, free_port
 from tests.helpers import SETTLE_TIMEOUT_S, assert_ledger_consistent, unique
 
@@ -61,7 +61,9 @@ def api_url(workers: Processes) -> Iterator[str]:
 async def fresh(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client that opens a new TCP connection for every request (no keep-alive)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=api_url, timeout=60, limits=limits, headers=ADMIN_HEADERS
+    ) as client:
         yield client
 
 

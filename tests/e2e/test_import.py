@@ -16,7 +16,7 @@ import pytest
 
 from shared.db.database import SyncDatabase
 from shared.domain.money import compute_fee
-from tests.conftest import ROOT
+from tests.conftest import ADMIN_SECRET, ROOT
 from tests.e2e.conftest import Cluster
 from tests.helpers import assert_ledger_consistent, balance_of, count, funded_merchant, unique
 
@@ -32,7 +32,18 @@ def _recorded(db: SyncDatabase, prefix: str) -> int:
 
 def _import(url: str, path: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "import", str(path), "--url", url, *extra],
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "import",
+            str(path),
+            "--url",
+            url,
+            "--api-key",
+            ADMIN_SECRET,
+            *extra,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

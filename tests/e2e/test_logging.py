@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from tests.conftest import ADMIN_HEADERS
 from tests.e2e.conftest import Stack
 from tests.helpers import create_merchant, funded_merchant, settle, submit, unique
 
@@ -17,7 +18,9 @@ async def test_request_id_travels_from_api_to_worker() -> None:
     stack = Stack(env={"LOG_LEVEL": "INFO"})
     stack.start()
     try:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.url, timeout=30, headers=ADMIN_HEADERS
+        ) as client:
             sender = await funded_merchant(client, "10")
             receiver = await create_merchant(client)
             request_id = unique("trace")

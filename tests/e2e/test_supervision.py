@@ -54,6 +54,11 @@ class ZeroConfigRun:
     def log(self) -> str:
         return (self.home / "run.log").read_text(errors="replace")
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The run's own admin key, which its first start created in its home."""
+        return {"Authorization": f"Bearer {(self.home / 'admin.key').read_text().strip()}"}
+
     def child(self, name: str) -> psutil.Process | None:
         """The run's child by role: `worker`, `beat`, `api`, `flower`, or `redis-server`."""
         for child in psutil.Process(self.process.pid).children():
@@ -152,7 +157,7 @@ def zero_config_run() -> Iterator[ZeroConfigRun]:
 @pytest.mark.timeout(180)
 async def test_killed_worker_redis_and_postgres_come_back(zero_config_run: ZeroConfigRun) -> None:
     run = zero_config_run
-    async with httpx.AsyncClient(base_url=run.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=run.url, timeout=30, headers=run.admin_headers) as client:
         sender = await funded_merchant(client, "1000", currency="BTC", percent_fee="1")
         receiver = await create_merchant(client)
 

@@ -12,6 +12,7 @@ from redis import Redis
 
 from shared.config import load_settings
 from shared.db.database import SyncDatabase
+from shared.domain.access import OPERATOR
 from shared.locks import Locker, balance_lock_name
 from shared.queue import GROUP_SIZE, publish_transfers
 from shared.services.posting import ApplyOutcome, apply_transfer, drain_pending
@@ -58,7 +59,7 @@ class TestRedelivery:
         receiver = await create_merchant(client)
         response = await submit(client, sender["name"], receiver["name"], "10")
         transfer_id = response.json()["result"]["id"]
-        transfer = await get_transfer(database, uuid.UUID(transfer_id))
+        transfer = await get_transfer(database, OPERATOR, uuid.UUID(transfer_id))
         assert publish_transfers([transfer] * 10, None)
         await settle(client, [transfer_id])
         await asyncio.sleep(0.5)  # let the duplicates run too

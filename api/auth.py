@@ -1,0 +1,146 @@
+"""Who is calling, checked before anything else reads the request.
+
+A pure ASGI middleware, outside the body limit and the routes: a missing or bad key is 401 even
+for a body too large or a path that does not exist, and a refused request is never read further,
+so it records nothing. It resolves the key (cached per process for less than a second, so a
+revocation reaches every process within one), refuses writes with a read-only key, counts the
+request against the key's rate limit in Redis (shared by every API process), and leaves the
+`Actor` in the request state for the services.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_response
+from shared.config import Settings
+from shared.domain.access import Actor, RateLimit, parse_rate_limit
+from shared.domain.errors import LedgerError, RateLimited, Unauthenticated
+
+log = structlog.get_logger(__name__)
+
+# Below a second: a revoked key is refused by every process within one.
+KEY_CACHE_TTL_S = 0.5
+KEY_CACHE_MAX_ENTRIES = 10_000
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# SPEC's open paths: what probes, scrapers and a first-time reader of the docs need.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+)
+
+Authenticate = Callable[[str], Awaitable[Actor]]
+
+
+class KeyCache:
+    """Resolved keys (and refused secrets) for a short time: one database read per key per TTL."""
+
+    def __init__(self, authenticate: Authenticate) -> None:
+        self._authenticate = authenticate
+        self._entries: dict[str, tuple[float, Actor | None]] = {}
+
+    async def resolve(self, secret: str) -> Actor:
+        now = time.monotonic()
+        cached = self._entries.get(secret)
+        if cached is None or cached[0] < now:
+            try:
+                actor: Actor | None = await self._authenticate(secret)
+            except Unauthenticated:
+                actor = None
+            if len(self._entries) >= KEY_CACHE_MAX_ENTRIES:
+                self._entries.clear()
+            cached = (now + KEY_CACHE_TTL_S, actor)
+            self._entries[secret] = cached
+        if cached[1] is None:
+            raise Unauthenticated()
+        return cached[1]
+
+
+def limiter_storage_uri(settings: Settings) -> str:
+    """The Redis URL in the form `limits` expects (its own scheme for Unix sockets)."""
+    url = settings.redis_url
+    return f"async+redis+{url}" if url.startswith("unix:") else f"async+{url}"
+
+
+class RateLimiter:
+    """Per-key fixed windows in Redis; a Redis that does not answer refuses nobody."""
+
+    def __init__(self, settings: Settings) -> None:
+        storage = RedisStorage(
+            limiter_storage_uri(settings),
+            implementation="redispy",
+            key_prefix="mini-ledger:rate",
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._merchant_default = _item(parse_rate_limit(settings.rate_limit_merchant))
+        self._admin_default = (
+            None
+            if not settings.rate_limit_admin
+            else _item(parse_rate_limit(settings.rate_limit_admin))
+        )
+
+    def limit_for(self, actor: Actor) -> RateLimitItem | None:
+        if actor.rate_limit is not None:
+            return _item(actor.rate_limit)
+        return self._admin_default if actor.is_admin else self._merchant_default
+
+    async def check(self, actor: Actor) -> None:
+        """Count one request; RateLimited (with the seconds to wait) when over the limit."""
+        item = self.limit_for(actor)
+        if item is None:
+            return
+        key = str(actor.key_id)
+        try:
+            if await self._limiter.hit(item, key):
+                return
+            reset_at, _ = await self._limiter.get_window_stats(item, key)
+        except Exception as error:  # Redis down or slow: rate limits are not worth an outage.
+            log.warning("rate limit not checked", error=str(error))
+            return
+        raise RateLimited(max(1, math.ceil(reset_at - time.time())))
+
+
+def _item(limit: RateLimit) -> RateLimitItem:
+    per = RateLimitItemPerSecond if limit.period == "second" else RateLimitItemPerMinute
+    return per(limit.requests)
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        try:
+            actor = await state.key_cache.resolve(_bearer_secret(scope))
+            if scope["method"] not in READ_METHODS:
+                actor.require_write()
+            await state.rate_limiter.check(actor)
+        except LedgerError as refusal:  # 401, 403, 429, or 503 if the database is down
+            await error_response(refusal)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["actor"] = actor
+        await self.app(scope, receive, send)
+
+
+def _bearer_secret(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, secret = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and secret.strip():
+                return str(secret.strip())
+            break
+    raise Unauthenticated()
