@@ -21,9 +21,9 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
-from shared.config import Settings
 from shared.domain.access import Actor, RateLimit, parse_rate_limit
 from shared.domain.errors import LedgerError, RateLimited, Unauthenticated
+from shared.infra.config import Settings
 
 log = structlog.get_logger(__name__)
 

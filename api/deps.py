@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.db.database import Database
 from shared.domain.access import Actor
 from shared.domain.transfers import parse_idempotency_key
-from shared.notifications import FinalStateWaiter
+from shared.infra.database import Database
+from shared.infra.notifications import FinalStateWaiter
 from shared.services.transfers import MAX_WAIT_S
 
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d+)\s*(?:$|[,;])", re.IGNORECASE)

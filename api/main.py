@@ -13,11 +13,11 @@ from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from api.routers import api_keys, batches, merchants, operations, transfers
-from shared.config import Settings, get_settings
-from shared.db.database import Database
-from shared.db.engine import create_api_engine
-from shared.logging import configure_logging
-from shared.notifications import FinalStateWaiter
+from shared.infra.config import Settings, get_settings
+from shared.infra.database import Database
+from shared.infra.engine import create_api_engine
+from shared.infra.logging import configure_logging
+from shared.infra.notifications import FinalStateWaiter
 from shared.services.api_keys import authenticate
 
 # Bodies of single requests are small; batches (POST /batches) set their own, larger limit.

@@ -1,4 +1,6 @@
-"""Request and response schemas; every rule they check is a domain rule from `shared.domain`."""
+"""Request and response schemas. Values are checked by the domain's parsers (one message per
+rule, `_domain_rule`); only rules about the request's shape live here (unknown fields, the same
+merchant on both sides)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.db.batches import BatchProgress
 from shared.domain.access import RateLimit, Scope, parse_key_name, parse_rate_limit
+from shared.domain.batches import BatchProgress
 from shared.domain.errors import InvalidInput
 from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
@@ -162,8 +164,9 @@ class MerchantWithBalancesRead(MerchantRead):
 
 class TransferRead(ReadModel):
     id: UUID
-    from_merchant_id: UUID
-    to_merchant_id: UUID
+    # The wire says from/to; inside, a transfer has a sender and a receiver.
+    from_merchant_id: UUID = Field(validation_alias="sender_id")
+    to_merchant_id: UUID = Field(validation_alias="receiver_id")
     amount: AmountOut
     fee: AmountOut
     percent_fee: PercentOut

@@ -14,8 +14,8 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from shared.config import Settings
-from shared.queue import TRANSFERS_QUEUE
+from shared.infra.config import Settings
+from shared.infra.queue import TRANSFERS_QUEUE
 
 PGBENCH_SCALE = 10
 

@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.measure import QueueSampler, run_pgbench, scenario_stats, wait_settled  # noqa: E402
 from bench.stack import Stack, seed  # noqa: E402
-from shared.db.database import SyncDatabase  # noqa: E402
+from shared.infra.database import SyncDatabase  # noqa: E402
 from shared.services.audit import audit_ledger  # noqa: E402
 
 # `read` runs before `bulk`, so it does not measure autovacuum digesting the bulk rows.

@@ -17,9 +17,9 @@ import httpx
 import redis
 from sqlalchemy import create_engine, text
 
-from shared.config import Settings, load_settings
+from cli.embedded import EmbeddedServers
 from shared.db.migrate import migrate
-from shared.embedded import EmbeddedServers
+from shared.infra.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DATABASE = "mini_ledger_bench"
@@ -82,7 +82,7 @@ class Stack:
         log = (self.home / f"{argv[0]}-{len(self.processes)}.log").open("ab")
         self.processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", *argv],
+                [sys.executable, "-m", "cli", *argv],
                 cwd=ROOT,
                 env={**os.environ, **(env or {})},
                 stdout=log,
@@ -118,7 +118,7 @@ class Stack:
 def create_admin_key() -> str:
     """An admin key made with the operator's command (its secret is the last line printed)."""
     created = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "keys", "create", "--admin", "--name", "bench"],
+        [sys.executable, "-m", "cli", "keys", "create", "--admin", "--name", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,

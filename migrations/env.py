@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from shared.config import get_settings
 from shared.db.tables import metadata
+from shared.infra.config import get_settings
 
 MIGRATION_LOCK_ID = 0x6D696E69  # "mini"
 

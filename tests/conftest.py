@@ -44,7 +44,7 @@ _home: str | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _embedded, _home
-    from shared.embedded import EmbeddedServers
+    from cli.embedded import EmbeddedServers
 
     _home = tempfile.mkdtemp(prefix="mini-ledger-test-")
     os.chmod(_home, 0o755)
@@ -65,8 +65,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _reset_database() -> None:
     from sqlalchemy import create_engine, text
 
-    from shared.config import load_settings
     from shared.db.migrate import migrate
+    from shared.infra.config import load_settings
 
     settings = load_settings()
     engine = create_engine(settings.database_url_for("postgres"), isolation_level="AUTOCOMMIT")
@@ -96,7 +96,7 @@ def _create_admin_key(settings: object) -> None:
 def _reset_redis() -> None:
     import redis
 
-    from shared.config import load_settings
+    from shared.infra.config import load_settings
 
     client = redis.Redis.from_url(load_settings().redis_url)
     client.flushdb()
@@ -180,9 +180,9 @@ def workers() -> Iterator[Processes]:
 
 @pytest.fixture(scope="session")
 def sync_db() -> Iterator[object]:
-    from shared.config import load_settings
-    from shared.db.database import SyncDatabase
-    from shared.db.engine import create_worker_engine
+    from shared.infra.config import load_settings
+    from shared.infra.database import SyncDatabase
+    from shared.infra.engine import create_worker_engine
 
     engine = create_worker_engine(load_settings(), application_name="mini-ledger-tests")
     yield SyncDatabase(engine)
@@ -192,7 +192,7 @@ def sync_db() -> Iterator[object]:
 @pytest.fixture(scope="session")
 async def app() -> AsyncIterator[object]:
     from api.main import create_app, lifespan
-    from shared.config import load_settings
+    from shared.infra.config import load_settings
 
     application = create_app(load_settings())
     async with lifespan(application):

@@ -9,11 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import text
 
-from shared.db.database import Database, SyncDatabase
-from shared.db.transfers import NewTransfer, TransferRepository
-from shared.domain.transfers import TransferRequest
+from shared.db.transfers import TransferRepository
+from shared.domain.transfers import NewTransfer, TransferRequest
+from shared.infra.database import Database, SyncDatabase
+from shared.infra.queue import TRANSFERS_QUEUE
 from shared.services.audit import audit_ledger
 from shared.services.transfers import new_transfer
 
@@ -102,6 +104,27 @@ async def balance_of(client: httpx.AsyncClient, name: str, currency: str = "USD"
         if balance["currency"] == currency:
             return Decimal(balance["amount"])
     return None
+
+
+def archive(db: SyncDatabase, merchant_id: str) -> None:
+    """Archive a merchant the way an operator does today: in the database."""
+    with db.transaction() as connection:
+        connection.execute(
+            text("UPDATE merchants SET archived = true WHERE id = :id"), {"id": merchant_id}
+        )
+
+
+async def queue_drained(redis_url: str) -> None:
+    """Wait until every message handed to the workers has been taken and acknowledged."""
+    client = AsyncRedis.from_url(redis_url)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    try:
+        # kombu keeps a taken message in `unacked` until its task returns (late acks).
+        while await client.llen(TRANSFERS_QUEUE) or await client.hlen("unacked"):
+            assert time.monotonic() < deadline, "messages still waiting"
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
 
 
 def count(db: SyncDatabase, sql: str, **params: Any) -> int:

@@ -8,9 +8,9 @@ from typing import Any
 import structlog
 from celery.signals import setup_logging, task_postrun, task_prerun
 
-from shared.config import get_settings
-from shared.logging import configure_logging
-from shared.queue import celery_app
+from shared.infra.config import get_settings
+from shared.infra.logging import configure_logging
+from shared.infra.queue import celery_app
 from worker import tasks  # noqa: F401  (registers the tasks on the app)
 
 app = celery_app

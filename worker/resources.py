@@ -7,10 +7,10 @@ from functools import cache
 
 from redis import Redis
 
-from shared.config import Settings, get_settings
-from shared.db.database import SyncDatabase
-from shared.db.engine import create_worker_engine
-from shared.locks import Locker
+from shared.infra.config import Settings, get_settings
+from shared.infra.database import SyncDatabase
+from shared.infra.engine import create_worker_engine
+from shared.infra.locks import Locker
 
 REDIS_SOCKET_TIMEOUT_S = 5
 

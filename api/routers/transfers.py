@@ -13,8 +13,7 @@ from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
 from api.schemas import CurrencyIn, Envelope, PageEnvelope, TransferCreate, TransferRead
-from shared.db.transfers import TransferFilter
-from shared.domain.transfers import Transfer, TransferState
+from shared.domain.transfers import Transfer, TransferFilter, TransferState
 from shared.services import transfers
 
 router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSONRoute)
@@ -80,15 +79,15 @@ async def get_transfer(transfer_id: uuid.UUID, db: DB, actor: Caller) -> JSONRes
 async def list_transfers(
     db: DB,
     actor: Caller,
-    from_merchant: Annotated[str | None, Query(alias="from")] = None,
-    to_merchant: Annotated[str | None, Query(alias="to")] = None,
+    sender: Annotated[str | None, Query(alias="from")] = None,
+    receiver: Annotated[str | None, Query(alias="to")] = None,
     currency: Annotated[CurrencyIn | None, Query()] = None,
     state: Annotated[TransferState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     batch_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> JSONResponse:
-    where = TransferFilter(from_merchant, to_merchant, currency, state, batch_id)
+    where = TransferFilter(sender, receiver, currency, state, batch_id)
     page = await transfers.list_transfers(db, actor, where, cursor, limit)
     result = [TransferRead.model_validate(transfer) for transfer in page.transfers]
     return envelope(result, next_cursor=page.next_cursor)

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.tables import batch_items, batches, transfers
-
-
-@dataclass(frozen=True, slots=True)
-class BatchProgress:
-    id: uuid.UUID
-    owner_merchant_id: uuid.UUID | None
-    created: datetime
-    accepted: int
-    refused: int
-    pending: int
-    completed: int
-    failed: int
-
-    @property
-    def finished(self) -> bool:
-        return self.pending == 0
+from shared.domain.batches import BatchProgress
 
 
 class BatchRepository:

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Uuid, func, select, text
 
+from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.tables import transfers
-from shared.db.transfers import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.domain.posting import AccountBalance, AccountKey, AccountKind, Journal
 from shared.domain.transfers import Transfer, TransferState
 
@@ -94,7 +94,7 @@ _WRITE_JOURNAL = text(
     SET state = outcome.state, failure_reason = outcome.reason, processed = clock_timestamp()
     FROM unnest(CAST(:transfer_ids AS uuid[]), CAST(:states AS varchar[]),
                 CAST(:reasons AS text[])) AS outcome (id, state, reason)
-    WHERE transfers.id = outcome.id AND transfers.state = 'pending'
+    WHERE transfers.id = outcome.id AND transfers.state = :pending
     RETURNING transfers.id
     """
 )
@@ -106,10 +106,10 @@ _RECORD_APPLY_FAILURES = text(
     UPDATE transfers SET
         apply_failures = apply_failures + 1,
         enqueued = clock_timestamp() + make_interval(secs => :backoff_s * 2 ^ apply_failures),
-        state = CASE WHEN apply_failures + 1 >= :max_failures THEN 'failed' ELSE state END,
+        state = CASE WHEN apply_failures + 1 >= :max_failures THEN :failed ELSE state END,
         failure_reason = CASE WHEN apply_failures + 1 >= :max_failures THEN :reason END,
         processed = CASE WHEN apply_failures + 1 >= :max_failures THEN clock_timestamp() END
-    WHERE id = ANY(CAST(:ids AS uuid[])) AND state = 'pending'
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND state = :pending
     RETURNING id, state
     """
 )
@@ -208,6 +208,7 @@ class LedgerRepository:
                 "transfer_ids": [plan.transfer_id for plan in plans],
                 "states": [plan.state.value for plan in plans],
                 "reasons": [plan.failure_reason for plan in plans],
+                "pending": TransferState.PENDING,
             },
         ).all()
         if len(written) != len(plans):
@@ -225,6 +226,8 @@ class LedgerRepository:
                 "reason": reason,
                 "max_failures": max_failures,
                 "backoff_s": backoff_s,
+                "pending": TransferState.PENDING,
+                "failed": TransferState.FAILED,
             },
         )
         return [row.id for row in rows if row.state == TransferState.FAILED]
@@ -240,7 +243,7 @@ class LedgerRepository:
                 UPDATE transfers SET enqueued = clock_timestamp()
                 WHERE id IN (
                     SELECT id FROM transfers
-                    WHERE state = 'pending'
+                    WHERE state = :pending
                       AND enqueued < clock_timestamp() - make_interval(secs => :older_than_s)
                     ORDER BY enqueued
                     LIMIT :limit
@@ -249,6 +252,6 @@ class LedgerRepository:
                 RETURNING id
                 """
             ),
-            {"older_than_s": older_than_s, "limit": limit},
+            {"older_than_s": older_than_s, "limit": limit, "pending": TransferState.PENDING},
         )
         return [row.id for row in rows]

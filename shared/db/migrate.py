@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
-from shared.config import Settings
+from shared.infra.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CREATE_LOCK_ID = 0x6D696E6A  # held in the maintenance database while creating ours

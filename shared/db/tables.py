@@ -44,7 +44,7 @@ Percent = Numeric(5, 2)
 CURRENCY_PATTERN = "^[A-Z0-9]{3,10}$"
 
 
-def _now() -> Column[object]:
+def _created() -> Column[object]:
     return Column("created", DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
@@ -54,7 +54,7 @@ merchants = Table(
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("percent_fee", Percent, nullable=False),
-    _now(),
+    _created(),
     Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("archived", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),
@@ -74,7 +74,7 @@ accounts = Table(
     Column("amount", Money, nullable=False),
     # Number of journal entries on this account; entries carry it, so history is linear.
     Column("version", BigInteger, nullable=False, server_default=text("0")),
-    _now(),
+    _created(),
     CheckConstraint("kind IN ('merchant', 'fee', 'issuance')", name="kind"),
     CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
     # The issuance account is the only one that goes negative: it mirrors money brought in.
@@ -119,7 +119,7 @@ transfers = Table(
     Column("currency", String(10), nullable=False),
     Column("state", String(16), nullable=False, server_default=text("'pending'")),
     Column("failure_reason", Text, nullable=True),
-    _now(),
+    _created(),
     Column("processed", DateTime(timezone=True), nullable=True),
     # When it was last handed to the queue; the sweeper re-enqueues what has waited too long.
     Column("enqueued", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -158,7 +158,7 @@ entries = Table(
     Column("amount", Money, nullable=False),
     Column("balance_after", Money, nullable=False),
     Column("account_version", BigInteger, nullable=False),
-    _now(),
+    _created(),
     CheckConstraint("amount <> 0", name="amount_not_zero"),
     CheckConstraint("transfer_id IS NULL OR transfer_id = movement_id", name="movement"),
     Index("uq_entries_account_version", "account_id", "account_version", unique=True),
@@ -168,7 +168,7 @@ batches = Table(
     "batches",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    _now(),
+    _created(),
     Column("accepted", Integer, nullable=False),
     Column("refused", Integer, nullable=False),
     # The merchant whose key created the batch; NULL for an admin key.
@@ -196,7 +196,7 @@ api_keys = Table(
     Column("scope", String(8), nullable=False),
     Column("rate_limit", String(32), nullable=True),
     Column("secret_hash", String(64), nullable=False, unique=True),
-    _now(),
+    _created(),
     Column("revoked", DateTime(timezone=True), nullable=True),
     CheckConstraint("scope IN ('write', 'read')", name="scope"),
     CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),

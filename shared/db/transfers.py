@@ -1,96 +1,24 @@
-"""Transfer reads and the pending insert for the API (async)."""
+"""Transfer reads and the pending inserts of submissions (async, the API's side)."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, any_, bindparam, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import ColumnElement, Select, String, and_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.types import TypeEngine
 
+from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.tables import accounts, batch_items, merchants, transfers
-from shared.domain.transfers import Transfer, TransferState
-
-TRANSFER_COLUMNS = (
-    transfers.c.id,
-    transfers.c.from_merchant_id,
-    transfers.c.to_merchant_id,
-    transfers.c.amount,
-    transfers.c.fee,
-    transfers.c.percent_fee,
-    transfers.c.currency,
-    transfers.c.idempotency_key,
-    transfers.c.state,
-    transfers.c.failure_reason,
-    transfers.c.created,
-    transfers.c.processed,
+from shared.domain.transfers import (
+    NewTransfer,
+    Party,
+    StoredTransfer,
+    Transfer,
+    TransferFilter,
 )
-
-
-def to_transfer(row: Any) -> Transfer:
-    return Transfer(
-        id=row.id,
-        from_merchant_id=row.from_merchant_id,
-        to_merchant_id=row.to_merchant_id,
-        amount=row.amount,
-        fee=row.fee,
-        percent_fee=row.percent_fee,
-        currency=row.currency,
-        idempotency_key=row.idempotency_key,
-        state=TransferState(row.state),
-        failure_reason=row.failure_reason,
-        created=row.created,
-        processed=row.processed,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Party:
-    """A merchant named in a transfer request, with the ids of its balances by currency."""
-
-    merchant_id: uuid.UUID
-    name: str
-    percent_fee: Decimal
-    archived: bool
-    balance_ids: dict[str, uuid.UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTransfer:
-    transfer: Transfer
-    request_fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class NewTransfer:
-    id: uuid.UUID
-    idempotency_scope: uuid.UUID | None
-    idempotency_key: str
-    request_fingerprint: str
-    from_merchant_id: uuid.UUID
-    to_merchant_id: uuid.UUID
-    amount: Decimal
-    fee: Decimal
-    percent_fee: Decimal
-    currency: str
-    request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TransferFilter:
-    from_merchant: str | None = None
-    to_merchant: str | None = None
-    currency: str | None = None
-    state: TransferState | None = None
-    batch_id: uuid.UUID | None = None
-    # Only transfers this merchant sends or receives (a merchant key's view); None: all.
-    party: uuid.UUID | None = None
-
 
 _INSERT_PENDING_MANY = text(
     """
@@ -111,11 +39,6 @@ _INSERT_PENDING_MANY = text(
 )
 
 
-def is_any(column: Any, values: list[Any], item_type: TypeEngine[Any]) -> ColumnElement[bool]:
-    """`column = ANY(:values)`: one array parameter, however many values."""
-    return column == any_(bindparam(None, values, type_=ARRAY(item_type)))  # type: ignore[no-any-return]
-
-
 def _in_scope(scope: uuid.UUID | None) -> ColumnElement[bool]:
     """The idempotency scope as an indexable condition (the platform's scope is NULL)."""
     column = transfers.c.idempotency_scope
@@ -131,10 +54,10 @@ def list_statement(
 ) -> Select[Any]:
     """Newest first, ties broken by id; keyset pagination from `after` (exclusive)."""
     conditions = []
-    if where.from_merchant is not None:
-        conditions.append(transfers.c.from_merchant_id == _merchant_id_named(where.from_merchant))
-    if where.to_merchant is not None:
-        conditions.append(transfers.c.to_merchant_id == _merchant_id_named(where.to_merchant))
+    if where.sender is not None:
+        conditions.append(transfers.c.from_merchant_id == _merchant_id_named(where.sender))
+    if where.receiver is not None:
+        conditions.append(transfers.c.to_merchant_id == _merchant_id_named(where.receiver))
     if where.currency is not None:
         conditions.append(transfers.c.currency == where.currency)
     if where.state is not None:
@@ -234,8 +157,8 @@ class TransferRepository:
                 idempotency_scope=new.idempotency_scope,
                 idempotency_key=new.idempotency_key,
                 request_fingerprint=new.request_fingerprint,
-                from_merchant_id=new.from_merchant_id,
-                to_merchant_id=new.to_merchant_id,
+                from_merchant_id=new.sender_id,
+                to_merchant_id=new.receiver_id,
                 amount=new.amount,
                 fee=new.fee,
                 percent_fee=new.percent_fee,
@@ -265,8 +188,8 @@ class TransferRepository:
                 "scopes": [t.idempotency_scope for t in new],
                 "keys": [t.idempotency_key for t in new],
                 "fingerprints": [t.request_fingerprint for t in new],
-                "senders": [t.from_merchant_id for t in new],
-                "receivers": [t.to_merchant_id for t in new],
+                "senders": [t.sender_id for t in new],
+                "receivers": [t.receiver_id for t in new],
                 "amounts": [t.amount for t in new],
                 "fees": [t.fee for t in new],
                 "percent_fees": [t.percent_fee for t in new],

@@ -19,7 +19,12 @@ from uuid import UUID
 
 from shared.domain.errors import InvariantViolation
 from shared.domain.money import add_amounts, negate
-from shared.domain.transfers import INSUFFICIENT_FUNDS, Transfer, TransferState
+from shared.domain.transfers import (
+    INSUFFICIENT_FUNDS,
+    Transfer,
+    TransferState,
+    require_transition,
+)
 
 # The fee of a transfer is credited to one of this many revenue accounts per currency,
 # chosen by transfer id, so that concurrent transfers do not all wait on one fee row.
@@ -58,8 +63,8 @@ def fee_account(currency: str, transfer_id: UUID) -> AccountKey:
 def accounts_touched(transfer: Transfer) -> tuple[AccountKey, ...]:
     """Every account applying the transfer may post to: what the worker opens and locks."""
     return (
-        merchant_account(transfer.from_merchant_id, transfer.currency),
-        merchant_account(transfer.to_merchant_id, transfer.currency),
+        merchant_account(transfer.sender_id, transfer.currency),
+        merchant_account(transfer.receiver_id, transfer.currency),
         fee_account(transfer.currency, transfer.id),
     )
 
@@ -91,16 +96,17 @@ def plan_movement(transfer: Transfer, balance_of: Callable[[AccountKey], Decimal
     A transfer debits the sender amount + fee and credits the receiver the amount and a fee
     account the fee; it fails (moving nothing) when the sender cannot cover amount + fee.
     """
-    if transfer.state is not TransferState.PENDING:
-        raise InvariantViolation(f"transfer {transfer.id} is already {transfer.state}")
     sender, receiver, fee = accounts_touched(transfer)
     debit = add_amounts(transfer.amount, transfer.fee)
     if balance_of(sender) < debit:
-        return Plan(transfer.id, (), INSUFFICIENT_FUNDS)
-    postings = [Posting(sender, negate(debit)), Posting(receiver, transfer.amount)]
-    if transfer.fee > 0:
-        postings.append(Posting(fee, transfer.fee))
-    return Plan(transfer.id, tuple(postings), None)
+        plan = Plan(transfer.id, (), INSUFFICIENT_FUNDS)
+    else:
+        postings = [Posting(sender, negate(debit)), Posting(receiver, transfer.amount)]
+        if transfer.fee > 0:
+            postings.append(Posting(fee, transfer.fee))
+        plan = Plan(transfer.id, tuple(postings), None)
+    require_transition(transfer.id, transfer.state, plan.state)
+    return plan
 
 
 @dataclass(frozen=True, slots=True)

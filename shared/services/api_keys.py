@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from shared.db.api_keys import ApiKeyRepository
-from shared.db.database import Database
 from shared.db.merchants import MerchantRepository
 from shared.domain.access import (
     OPERATOR,
@@ -23,6 +22,7 @@ from shared.domain.errors import (
     MerchantNotFound,
     Unauthenticated,
 )
+from shared.infra.database import Database
 
 
 async def create_api_key(

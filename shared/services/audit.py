@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.db.audit import audit_counts
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 
 
 @dataclass(frozen=True, slots=True)

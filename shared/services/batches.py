@@ -10,13 +10,20 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
-from shared.db.batches import BatchProgress, BatchRepository
-from shared.db.database import Database
-from shared.db.transfers import NewTransfer, Party, StoredTransfer, TransferRepository
+from shared.db.batches import BatchRepository
+from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
+from shared.domain.batches import BatchProgress
 from shared.domain.errors import BatchNotFound, BatchTooLarge, IdempotencyKeyReused, LedgerError
-from shared.domain.transfers import Transfer, TransferRequest
-from shared.queue import publish_transfer_groups
+from shared.domain.transfers import (
+    NewTransfer,
+    Party,
+    StoredTransfer,
+    Transfer,
+    TransferRequest,
+)
+from shared.infra.database import Database
+from shared.infra.queue import publish_transfer_groups
 from shared.services.transfers import check_parties, new_transfer
 
 MAX_BATCH_ITEMS = 10_000
@@ -63,7 +70,7 @@ class _BatchPlan:
 
     def add(self, item: BatchItem, request_id: str | None) -> None:
         try:
-            self._actor.require_acting_for(item.request.from_merchant)
+            self._actor.require_acting_for(item.request.sender)
         except LedgerError as error:
             self._refuse(item, error)
             return
@@ -109,9 +116,10 @@ class _BatchPlan:
 
 
 def _replay(item: BatchItem, stored: StoredTransfer) -> ItemResult:
-    if stored.request_fingerprint != item.request.fingerprint():
-        return ItemResult(item.index, error=IdempotencyKeyReused(item.key))
-    return ItemResult(item.index, transfer=stored.transfer)
+    try:
+        return ItemResult(item.index, transfer=stored.replay(item.request))
+    except IdempotencyKeyReused as error:
+        return ItemResult(item.index, error=error)
 
 
 async def submit_batch(
@@ -136,7 +144,7 @@ async def submit_batch(
             actor,
             stored=await repository.get_by_keys(scope, list({item.key for item in items})),
             parties=await repository.get_parties(
-                list({n for i in items for n in (i.request.from_merchant, i.request.to_merchant)}),
+                list({n for i in items for n in (i.request.sender, i.request.receiver)}),
                 list({item.request.currency for item in items}),
             ),
         )

@@ -7,8 +7,8 @@ import asyncio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.db.database import Database
 from shared.domain.errors import DependencyUnavailable
+from shared.infra.database import Database
 
 DATABASE_CHECK_TIMEOUT_S = 2
 # Redis answers a PING in microseconds; one that takes longer than this is as good as down for

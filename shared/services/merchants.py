@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from shared.db.database import Database
 from shared.db.merchants import MerchantRepository
 from shared.domain.access import Actor
 from shared.domain.errors import MerchantArchived, MerchantNotFound
 from shared.domain.merchants import Balance, Merchant, MerchantWithBalances
+from shared.infra.database import Database
 
 
 async def create_merchant(db: Database, actor: Actor, name: str, percent_fee: Decimal) -> Merchant:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.db.database import Database
 from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
-from shared.queue import TRANSFERS_QUEUE
+from shared.infra.database import Database
+from shared.infra.queue import TRANSFERS_QUEUE
 
 
 @dataclass(frozen=True, slots=True)

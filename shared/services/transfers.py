@@ -10,18 +10,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.db.database import Database
-from shared.db.transfers import (
-    NewTransfer,
-    Party,
-    StoredTransfer,
-    TransferFilter,
-    TransferRepository,
-)
+from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.errors import (
     BalanceNotFound,
-    IdempotencyKeyReused,
     InvalidCursor,
     InvariantViolation,
     LedgerError,
@@ -30,9 +22,16 @@ from shared.domain.errors import (
     TransferPartiesNotFound,
 )
 from shared.domain.money import compute_fee
-from shared.domain.transfers import Transfer, TransferRequest
-from shared.notifications import FinalStateWaiter
-from shared.queue import publish_transfers
+from shared.domain.transfers import (
+    NewTransfer,
+    Party,
+    Transfer,
+    TransferFilter,
+    TransferRequest,
+)
+from shared.infra.database import Database
+from shared.infra.notifications import FinalStateWaiter
+from shared.infra.queue import publish_transfers
 
 # While waiting for a final state, the database is re-read at least this often (a lost
 # pub/sub notice then costs at most this much latency).
@@ -52,16 +51,10 @@ class TransferPage:
     next_cursor: str | None
 
 
-def _replay(stored: StoredTransfer, fingerprint: str) -> Submission:
-    if stored.request_fingerprint != fingerprint:
-        raise IdempotencyKeyReused(stored.transfer.idempotency_key)
-    return Submission(stored.transfer, replayed=True)
-
-
 def check_parties(parties: dict[str, Party], request: TransferRequest) -> tuple[Party, Party]:
     """The submission-time rules that need no lock (SPEC: Transfer lifecycle, step 1)."""
-    sender = parties.get(request.from_merchant)
-    receiver = parties.get(request.to_merchant)
+    sender = parties.get(request.sender)
+    receiver = parties.get(request.receiver)
     if sender is None or receiver is None:
         raise TransferPartiesNotFound()
     for party in (sender, receiver):
@@ -86,8 +79,8 @@ def new_transfer(
         idempotency_scope=scope,
         idempotency_key=key,
         request_fingerprint=request.fingerprint(),
-        from_merchant_id=sender.merchant_id,
-        to_merchant_id=receiver.merchant_id,
+        sender_id=sender.merchant_id,
+        receiver_id=receiver.merchant_id,
         amount=request.amount,
         fee=compute_fee(request.amount, sender.percent_fee),
         percent_fee=sender.percent_fee,
@@ -107,20 +100,19 @@ async def submit_transfer(
     the party lookup and the insert, whose ON CONFLICT also detects a key seen before (or racing
     in parallel).
     """
-    actor.require_acting_for(request.from_merchant)
+    actor.require_acting_for(request.sender)
     scope = actor.idempotency_scope
-    fingerprint = request.fingerprint()
     # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
-        names = [request.from_merchant, request.to_merchant]
+        names = [request.sender, request.receiver]
         parties = await repository.get_parties(names, [request.currency])
         try:
             sender, receiver = check_parties(parties, request)
         except LedgerError:
             # A replay wins over a refusal: the merchant may have changed since the first try.
             if (stored := await repository.get_by_key(scope, key)) is not None:
-                return _replay(stored, fingerprint)
+                return Submission(stored.replay(request), replayed=True)
             raise
         transfer = await repository.insert_pending(
             new_transfer(request, scope, key, sender, receiver, request_id)
@@ -129,7 +121,7 @@ async def submit_transfer(
             stored = await repository.get_by_key(scope, key)
             if stored is None:  # Transfers are never deleted, so the winner must be visible.
                 raise InvariantViolation(f"transfer with key {key} vanished")
-            return _replay(stored, fingerprint)
+            return Submission(stored.replay(request), replayed=True)
     await asyncio.to_thread(publish_transfers, [transfer], request_id)
     return Submission(transfer, replayed=False)
 
@@ -138,9 +130,7 @@ async def get_transfer(db: Database, actor: Actor, transfer_id: uuid.UUID) -> Tr
     """The transfer, if the actor may see it: to anyone else it does not exist."""
     async with db.autocommit() as connection:
         transfer = await TransferRepository(connection).get(transfer_id)
-    if transfer is None or not actor.sees_transfer(
-        transfer.from_merchant_id, transfer.to_merchant_id
-    ):
+    if transfer is None or not actor.sees_transfer(transfer.sender_id, transfer.receiver_id):
         raise TransferNotFound(str(transfer_id))
     return transfer
 

@@ -8,10 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 from tests.helpers import (
+    archive,
     assert_ledger_consistent,
     balance_of,
     count,
@@ -68,10 +68,7 @@ class TestSubmitBatch:
         sender = await funded_merchant(client, "100", percent_fee="1")
         receiver = await create_merchant(client)
         archived = await create_merchant(client)
-        with sync_db.transaction() as connection:
-            connection.execute(
-                text("UPDATE merchants SET archived = true WHERE id = :id"), {"id": archived["id"]}
-            )
+        archive(sync_db, archived["id"])
         repeated = unique("repeat")
         items = [
             item(sender["name"], receiver["name"], "10"),  # 0 accepted

@@ -15,7 +15,7 @@ import uvicorn
 
 from api.main import create_app, lifespan
 from api.protocol import HeadLimitedHttpToolsProtocol
-from shared.config import load_settings
+from shared.infra.config import load_settings
 from tests.conftest import ADMIN_HEADERS
 from tests.e2e.conftest import free_port
 from tests.helpers import create_merchant, funded_merchant, submit, unique

@@ -5,7 +5,7 @@ import dataclasses
 import httpx
 
 from api.main import create_app, lifespan
-from shared.config import load_settings
+from shared.infra.config import load_settings
 from tests.conftest import ADMIN_HEADERS
 from tests.helpers import unique
 

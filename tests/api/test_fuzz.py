@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from shared.db.database import SyncDatabase
 from shared.domain.money import format_amount
+from shared.infra.database import SyncDatabase
 from tests.conftest import ADMIN_HEADERS, Processes
 from tests.e2e.conftest import start_api
 from tests.helpers import assert_ledger_consistent, unique

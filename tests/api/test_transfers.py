@@ -5,10 +5,10 @@ import uuid
 from decimal import Decimal
 
 import httpx
-from sqlalchemy import text
 
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 from tests.helpers import (
+    archive,
     assert_ledger_consistent,
     balance_of,
     count,
@@ -141,10 +141,7 @@ class TestSubmissionRefusals:
     ) -> None:
         sender = await funded_merchant(client, "10")
         receiver = await create_merchant(client)
-        with sync_db.transaction() as connection:
-            connection.execute(
-                text("UPDATE merchants SET archived = true WHERE id = :id"), {"id": receiver["id"]}
-            )
+        archive(sync_db, receiver["id"])
         response = await submit(client, sender["name"], receiver["name"], "1")
         assert response.status_code == 400
         assert response.json() == {
@@ -258,10 +255,7 @@ class TestIdempotency:
         receiver = await create_merchant(client)
         key = unique("key")
         first = await submit(client, sender["name"], receiver["name"], "1", key=key)
-        with sync_db.transaction() as connection:
-            connection.execute(
-                text("UPDATE merchants SET archived = true WHERE id = :id"), {"id": receiver["id"]}
-            )
+        archive(sync_db, receiver["id"])
         replay = await submit(client, sender["name"], receiver["name"], "1", key=key)
         assert replay.headers["idempotent-replayed"] == "true"
         assert replay.json()["result"]["id"] == first.json()["result"]["id"]

@@ -41,8 +41,8 @@ def make_transfer(
 ) -> Transfer:
     return Transfer(
         id=uuid.uuid4(),
-        from_merchant_id=sender or uuid.uuid4(),
-        to_merchant_id=receiver or uuid.uuid4(),
+        sender_id=sender or uuid.uuid4(),
+        receiver_id=receiver or uuid.uuid4(),
         amount=Decimal(amount),
         fee=Decimal(fee),
         percent_fee=Decimal("2"),
@@ -130,12 +130,12 @@ class TestJournal:
         merchant = uuid.uuid4()
         incoming = make_transfer("50", "0", receiver=merchant)
         outgoing = make_transfer("50", "0", sender=merchant)
-        journal = journal_for([incoming, outgoing], {incoming.from_merchant_id: "50"})
+        journal = journal_for([incoming, outgoing], {incoming.sender_id: "50"})
         assert [journal.apply(t).failure_reason for t in (incoming, outgoing)] == [None, None]
 
     def test_entries_carry_balance_after_and_version(self) -> None:
         transfer = make_transfer("10", "1")
-        journal = journal_for([transfer], {transfer.from_merchant_id: "100"})
+        journal = journal_for([transfer], {transfer.sender_id: "100"})
         journal.apply((journal.plans and transfer) or transfer)
         after = {
             entry.amount: (entry.balance_after, entry.account_version) for entry in journal.entries
@@ -155,8 +155,8 @@ class TestJournal:
 
     def test_a_plan_that_raises_leaves_the_journal_as_it_was(self) -> None:
         good = make_transfer("10", "0")
-        journal = journal_for([good], {good.from_merchant_id: "100"})
-        unlocked = make_transfer("10", "0", sender=good.from_merchant_id)  # its receiver: unknown
+        journal = journal_for([good], {good.sender_id: "100"})
+        unlocked = make_transfer("10", "0", sender=good.sender_id)  # its receiver: unknown
         with pytest.raises(InvariantViolation):
             journal.apply(unlocked)
         assert journal.entries == [] and journal.plans == []
@@ -165,7 +165,7 @@ class TestJournal:
 
     def test_postings_that_do_not_sum_to_zero_are_refused(self) -> None:
         transfer = make_transfer("10", "1")
-        journal = journal_for([transfer], {transfer.from_merchant_id: "100"})
+        journal = journal_for([transfer], {transfer.sender_id: "100"})
         broken = dataclasses.replace(transfer, fee=Decimal(-1))  # debit 9, credits 10 and -1
         with pytest.raises(InvariantViolation):
             journal.apply(broken)

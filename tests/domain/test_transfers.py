@@ -19,8 +19,8 @@ def make_transfer(
 ) -> Transfer:
     return Transfer(
         id=uuid.uuid4(),
-        from_merchant_id=uuid.uuid4(),
-        to_merchant_id=uuid.uuid4(),
+        sender_id=uuid.uuid4(),
+        receiver_id=uuid.uuid4(),
         amount=Decimal(amount),
         fee=Decimal(fee),
         percent_fee=Decimal("2"),

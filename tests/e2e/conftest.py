@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded import EmbeddedRedis
+from cli.embedded import EmbeddedRedis
 from tests.conftest import ADMIN_HEADERS, Processes, start_beat, start_worker
 
 STARTUP_TIMEOUT_S = 30
@@ -27,9 +27,7 @@ def free_port() -> int:
 
 def start_api(processes: Processes, env: dict[str, str] | None = None) -> str:
     port = free_port()
-    processes.start(
-        "-m", "shared.cli", "api", env={"HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
-    )
+    processes.start("-m", "cli", "api", env={"HOST": "127.0.0.1", "PORT": str(port), **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:

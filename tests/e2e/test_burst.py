@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 from tests.conftest import ADMIN_HEADERS, Processes
 from tests.e2e.conftest import STARTUP_TIMEOUT_S, free_port
 from tests.helpers import SETTLE_TIMEOUT_S, assert_ledger_consistent, unique
@@ -31,7 +31,7 @@ MERCHANTS = 20
 OPEN_FILES_AT_START = 256
 _START_WITH_FEW_FILES = (
     "import resource, sys\n"
-    "from shared.cli import main\n"
+    "from cli.main import main\n"
     "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
     f"resource.setrlimit(resource.RLIMIT_NOFILE, ({OPEN_FILES_AT_START}, hard))\n"
     "sys.exit(main(['api']))\n"

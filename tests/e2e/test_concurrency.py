@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from shared.db.database import SyncDatabase
 from shared.domain.money import compute_fee
+from shared.infra.database import SyncDatabase
 from tests.e2e.conftest import Cluster
 from tests.helpers import (
     assert_ledger_consistent,

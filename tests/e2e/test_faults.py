@@ -16,7 +16,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 from tests.e2e.conftest import Stack
 from tests.helpers import (
     assert_ledger_consistent,
@@ -79,7 +79,7 @@ class TestWorkerKilled:
     ) -> None:
         fault, client = stack
         pairs = await _fund_pairs(client, 4, funds="10000")
-        # One bulk request: the worker then applies groups of 250 for a few seconds.
+        # One bulk request of several groups: the worker is killed while applying one.
         items = [
             {
                 "idempotency_key": unique("kill"),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.db.database import SyncDatabase
 from shared.domain.money import compute_fee
+from shared.infra.database import SyncDatabase
 from tests.conftest import ADMIN_SECRET, ROOT
 from tests.e2e.conftest import Cluster
 from tests.helpers import assert_ledger_consistent, balance_of, count, funded_merchant, unique
@@ -35,7 +35,7 @@ def _import(url: str, path: Path, *extra: str) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "cli",
             "import",
             str(path),
             "--url",

@@ -28,7 +28,7 @@ import psutil
 import pytest
 import structlog
 
-from shared.supervisor import Command, RestartPolicy, Supervisor
+from cli.supervisor import Command, RestartPolicy, Supervisor
 from tests.e2e.conftest import free_port
 from tests.helpers import balance_of, create_merchant, funded_merchant, settle, submit
 
@@ -89,7 +89,7 @@ class ZeroConfigRun:
         lines = self._postmaster_lines()
         env = {**self.env, "POSTGRES_HOST": lines[4], "POSTGRES_PORT": lines[3]}
         result = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "audit"],
+            [sys.executable, "-m", "cli", "audit"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -131,7 +131,7 @@ def zero_config_run() -> Iterator[ZeroConfigRun]:
     }
     with (home / "run.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run"],
+            [sys.executable, "-m", "cli", "run"],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -9,7 +9,7 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
-from shared.config import load_settings
+from shared.infra.config import load_settings
 from tests.conftest import ROOT
 
 
@@ -17,7 +17,7 @@ def test_concurrent_migrate_runs_are_safe() -> None:
     database = f"mini_ledger_migrate_{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "POSTGRES_DB": database}
     runs = [
-        subprocess.Popen([sys.executable, "-m", "shared.cli", "migrate"], cwd=ROOT, env=env)
+        subprocess.Popen([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=env)
         for _ in range(3)
     ]
     assert [run.wait(timeout=120) for run in runs] == [0, 0, 0]

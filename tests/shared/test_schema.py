@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from shared.db.database import SyncDatabase
 from shared.db.tables import metadata
+from shared.infra.database import SyncDatabase
 from tests.helpers import assert_ledger_consistent
 
 

@@ -10,12 +10,12 @@ import httpx
 from fastapi import FastAPI
 from redis import Redis
 
-from shared.config import load_settings
-from shared.db.database import SyncDatabase
 from shared.domain.access import OPERATOR
-from shared.locks import Locker, balance_lock_name
-from shared.queue import GROUP_SIZE, publish_transfers
-from shared.services.posting import ApplyOutcome, apply_transfer, drain_pending
+from shared.infra.config import load_settings
+from shared.infra.database import SyncDatabase
+from shared.infra.locks import Hold, Locker, balance_lock_name
+from shared.infra.queue import GROUP_SIZE, publish_transfers
+from shared.services.posting import apply_transfer, drain_pending
 from shared.services.transfers import get_transfer
 from tests.helpers import (
     assert_ledger_consistent,
@@ -23,6 +23,7 @@ from tests.helpers import (
     count,
     create_merchant,
     funded_merchant,
+    queue_drained,
     record_pending,
     settle,
     submit,
@@ -44,11 +45,11 @@ class TestRedelivery:
         await settle(client, [transfer_id])
         assert _entry_count(sync_db, transfer_id) == 3
         redis = Redis.from_url(load_settings().redis_url)
-        outcome = apply_transfer(
+        result = apply_transfer(
             sync_db, Locker(redis), uuid.UUID(transfer_id), None, lock_ttl_s=5, lock_wait_s=1
         )
         redis.close()
-        assert outcome is ApplyOutcome.SKIPPED
+        assert result.skipped == 1 and not result.final
         assert _entry_count(sync_db, transfer_id) == 3
 
     async def test_duplicate_messages_apply_once(
@@ -60,9 +61,9 @@ class TestRedelivery:
         response = await submit(client, sender["name"], receiver["name"], "10")
         transfer_id = response.json()["result"]["id"]
         transfer = await get_transfer(database, OPERATOR, uuid.UUID(transfer_id))
-        assert publish_transfers([transfer] * 10, None)
+        publish_transfers([transfer] * 10, None)
         await settle(client, [transfer_id])
-        await asyncio.sleep(0.5)  # let the duplicates run too
+        await queue_drained(load_settings().redis_url)  # every duplicate has run too
         assert _entry_count(sync_db, transfer_id) == 2
         assert await balance_of(client, sender["name"]) == 90
         assert_ledger_consistent(sync_db)
@@ -76,8 +77,8 @@ class TestBusyLocks:
         receiver = await create_merchant(client)
         redis = Redis.from_url(load_settings().redis_url)
         name = balance_lock_name(uuid.UUID(sender["id"]), "USD")
-        with Locker(redis).hold_all([name], timeout_s=30, wait_s=1) as held:
-            assert held
+        with Locker(redis).hold_all([name], ttl_s=30, wait_s=1) as held:
+            assert held is Hold.HELD
             response = await submit(client, sender["name"], receiver["name"], "10")
             transfer_id = response.json()["result"]["id"]
             await asyncio.sleep(2.5)  # several lock waits and retries happen meanwhile

@@ -13,7 +13,7 @@ from decimal import Decimal
 import httpx
 from fastapi import FastAPI
 
-from shared.db.database import SyncDatabase
+from shared.infra.database import SyncDatabase
 from shared.services.posting import apply_group
 from tests.helpers import assert_ledger_consistent, balance_of, funded_merchant, record_pending
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from redis import Redis
 from sqlalchemy import text
 
-from shared.config import load_settings
-from shared.db.database import SyncDatabase
-from shared.locks import Locker
-from shared.queue import GROUP_SIZE
+from shared.infra.config import load_settings
+from shared.infra.database import SyncDatabase
+from shared.infra.locks import Locker
+from shared.infra.queue import GROUP_SIZE
 from shared.services.posting import apply_group, apply_transfer, drain_pending
 from tests.helpers import (
     assert_ledger_consistent,

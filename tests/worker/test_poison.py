@@ -17,10 +17,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from shared.db.database import SyncDatabase
 from shared.domain import posting as posting_rules
 from shared.domain.posting import Plan, Posting
 from shared.domain.transfers import Transfer
+from shared.infra.database import SyncDatabase
 from shared.services.posting import (
     APPLY_FAILED_REASON,
     MAX_APPLY_FAILURES,

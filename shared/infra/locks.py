@@ -15,10 +15,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 
 import structlog
 from redis import Redis
 from redis.exceptions import RedisError
+
+from shared.infra.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +46,8 @@ for _, name in ipairs(KEYS) do
 end
 return released
 """
-RETRY_INTERVAL_S = 0.005
-MAX_RETRY_INTERVAL_S = 0.05
+# Between tries for busy locks: 5 ms at first, never more than 50 ms.
+LOCK_POLL = Backoff(first_s=0.005, cap_s=0.05)
 
 
 def balance_lock_name(merchant_id: uuid.UUID, currency: str) -> str:
@@ -56,6 +59,12 @@ def lock_order(names: list[str]) -> list[str]:
     return sorted(set(names))
 
 
+class Hold(StrEnum):
+    HELD = "held"  # every lock is ours until the block ends
+    BUSY = "busy"  # one stayed busy for `wait_s`: none is held
+    UNAVAILABLE = "unavailable"  # Redis did not answer: none is held (row locks still guard)
+
+
 class Locker:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -63,40 +72,38 @@ class Locker:
         self._release = redis.register_script(_RELEASE_OWN)
 
     @contextmanager
-    def hold_all(self, names: list[str], *, timeout_s: float, wait_s: float) -> Iterator[bool]:
-        """Yield True holding every lock, or False (holding none) if one stayed busy for `wait_s`.
+    def hold_all(self, names: list[str], *, ttl_s: float, wait_s: float) -> Iterator[Hold]:
+        """Take every lock at once, waiting at most `wait_s`; yield what came of it.
 
-        The locks expire after `timeout_s`, so a crashed holder blocks nobody for longer.
+        Each lock expires `ttl_s` after it was taken, so a crashed holder blocks nobody longer.
         """
         ordered = lock_order(names)
         token = uuid.uuid4().hex
         try:
-            acquired = self._acquire_within(ordered, token, timeout_s, wait_s)
+            acquired = self._acquire_within(ordered, token, ttl_s, wait_s)
         except RedisError as error:
-            # Row locks still serialise the balances; carry on without these locks.
             log.warning("balance locks unavailable", error=str(error))
-            yield True
+            yield Hold.UNAVAILABLE
             return
         if not acquired:
-            yield False
+            yield Hold.BUSY
             return
         try:
-            yield True
+            yield Hold.HELD
         finally:
             self._release_own(ordered, token)
 
-    def _acquire_within(
-        self, names: list[str], token: str, timeout_s: float, wait_s: float
-    ) -> bool:
+    def _acquire_within(self, names: list[str], token: str, ttl_s: float, wait_s: float) -> bool:
         deadline = time.monotonic() + wait_s
-        interval = RETRY_INTERVAL_S
+        attempt = 0
         while True:
-            if self._acquire(keys=names, args=[token, int(timeout_s * 1000)]):
+            if self._acquire(keys=names, args=[token, int(ttl_s * 1000)]):
                 return True
-            if time.monotonic() + interval > deadline:
+            delay_s = LOCK_POLL.delay_s(attempt)
+            if time.monotonic() + delay_s > deadline:
                 return False
-            time.sleep(interval)
-            interval = min(interval * 2, MAX_RETRY_INTERVAL_S)
+            time.sleep(delay_s)
+            attempt += 1
 
     def _release_own(self, names: list[str], token: str) -> None:
         try:

@@ -3,7 +3,7 @@
 Zero-config mode: nothing configured, so start both as children of this process, keep their
 data under one folder that survives restarts, and hand their addresses to every other process
 through the same environment variables a configured deployment would set. Both are services of
-`shared.supervisor`: restarted where they were (same data, same socket) when they die.
+`cli.supervisor`: restarted where they were (same data, same socket) when they die.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psutil
 import redis
 import structlog
 
-from shared.supervisor import Exit
+from cli.supervisor import Exit
 
 log = structlog.get_logger(__name__)
 

@@ -12,12 +12,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 from celery import Celery
 
-from shared.config import Settings, get_settings
 from shared.domain.transfers import Transfer
+from shared.infra.config import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
@@ -133,68 +134,74 @@ class BrokerBreaker:
 broker_breaker = BrokerBreaker(BROKER_DOWN_PAUSE_S)
 
 
-def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> bool:
-    """Hand transfers to the workers; False if the broker refused (the sweep will retry them).
+def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> None:
+    """Hand transfers to the workers, one message each.
 
     Called after the commit that recorded them as pending: the database is the source of
-    truth, so a failed publish delays a transfer, it never loses one. The message names the
-    balances to lock, so the worker need not read the transfer before taking the locks.
+    truth, so a failed publish delays a transfer (the sweep enqueues it again), it never loses
+    one. The message names the balances to lock, so the worker need not read the transfer
+    before taking the locks.
     """
-    if not broker_breaker.allows():
-        return False
-    try:
-        with celery_app.producer_or_acquire() as producer:
-            for transfer in transfers:
-                transfer_id = str(transfer.id)
-                celery_app.send_task(
-                    APPLY_TRANSFER_TASK,
-                    args=[transfer_id],
-                    kwargs={
-                        "request_id": request_id,
-                        "balances": [
-                            [str(transfer.from_merchant_id), transfer.currency],
-                            [str(transfer.to_merchant_id), transfer.currency],
-                        ],
-                    },
-                    producer=producer,
-                    # Given, so Celery does not build them with its (slow) saferepr.
-                    argsrepr=transfer_id,
-                    kwargsrepr="",
-                )
-    except Exception as error:  # kombu and redis raise many types; all mean "not queued".
-        broker_breaker.failed(error)
-        return False
-    broker_breaker.succeeded()
-    return True
+    _publish(
+        (
+            APPLY_TRANSFER_TASK,
+            [str(transfer.id)],
+            {
+                "request_id": request_id,
+                "balances": [
+                    [str(transfer.sender_id), transfer.currency],
+                    [str(transfer.receiver_id), transfer.currency],
+                ],
+            },
+            str(transfer.id),
+            "",
+        )
+        for transfer in transfers
+    )
 
 
 def publish_transfer_groups(
     transfer_ids: list[uuid.UUID], batch_id: uuid.UUID | None, request_id: str | None
-) -> bool:
+) -> None:
     """Hand transfers to the workers in groups of GROUP_SIZE, each applied in one transaction.
 
-    `batch_id` rides along so Flower shows which batch a group belongs to. False if the broker
-    refused (the sweep will pick the transfers up).
+    `batch_id` rides along so Flower shows which batch a group belongs to.
     """
+    _publish(
+        (
+            APPLY_GROUP_TASK,
+            [[str(transfer_id) for transfer_id in group]],
+            {"batch_id": None if batch_id is None else str(batch_id), "request_id": request_id},
+            f"{len(group)} transfers",
+            f"batch_id={batch_id}",
+        )
+        for group in (
+            transfer_ids[start : start + GROUP_SIZE]
+            for start in range(0, len(transfer_ids), GROUP_SIZE)
+        )
+    )
+
+
+# (task name, args, kwargs, and how Flower shows them: given, so Celery skips its slow saferepr)
+Message = tuple[str, list[Any], dict[str, Any], str, str]
+
+
+def _publish(messages: Iterable[Message]) -> None:
+    """Send the messages on one producer; if the broker refuses, the sweep enqueues them later."""
     if not broker_breaker.allows():
-        return False
+        return
     try:
         with celery_app.producer_or_acquire() as producer:
-            for start in range(0, len(transfer_ids), GROUP_SIZE):
-                group = transfer_ids[start : start + GROUP_SIZE]
+            for name, args, kwargs, argsrepr, kwargsrepr in messages:
                 celery_app.send_task(
-                    APPLY_GROUP_TASK,
-                    args=[[str(transfer_id) for transfer_id in group]],
-                    kwargs={
-                        "batch_id": None if batch_id is None else str(batch_id),
-                        "request_id": request_id,
-                    },
+                    name,
+                    args=args,
+                    kwargs=kwargs,
                     producer=producer,
-                    argsrepr=f"{len(group)} transfers",
-                    kwargsrepr=f"batch_id={batch_id}",
+                    argsrepr=argsrepr,
+                    kwargsrepr=kwargsrepr,
                 )
     except Exception as error:  # kombu and redis raise many types; all mean "not queued".
         broker_breaker.failed(error)
-        return False
+        return
     broker_breaker.succeeded()
-    return True

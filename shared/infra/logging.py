@@ -12,7 +12,7 @@ import sys
 
 import structlog
 
-from shared.config import Settings
+from shared.infra.config import Settings
 
 
 def configure_logging(settings: Settings) -> None:

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from shared.config import get_settings, load_settings
+from shared.infra.config import get_settings, load_settings
 
 if TYPE_CHECKING:
-    from shared.db.database import Database
     from shared.domain.api_keys import ApiKey
+    from shared.infra.database import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Zero-config's secrets, in its home, readable by its owner only.
@@ -37,11 +37,11 @@ def _celery(*arguments: str) -> int:
 
 def cmd_run(_: argparse.Namespace) -> int:
     """Embedded servers for what the environment leaves unset, migrations, then the Procfile's
-    processes, every one of them supervised (`shared.supervisor`) until Ctrl-C or SIGTERM."""
+    processes, every one of them supervised (`cli.supervisor`) until Ctrl-C or SIGTERM."""
+    from cli.embedded import EmbeddedServers, default_home
+    from cli.supervisor import Command, RestartPolicy, Supervisor, read_procfile
     from shared.db.migrate import migrate
-    from shared.embedded import EmbeddedServers, default_home
-    from shared.logging import configure_logging
-    from shared.supervisor import Command, RestartPolicy, Supervisor, read_procfile
+    from shared.infra.logging import configure_logging
 
     configure_logging(load_settings())
     home = default_home()
@@ -122,8 +122,8 @@ def _flower_password(home: Path) -> str:
 
 def _run_async(use_case: Callable[[Database], Awaitable[T]]) -> T:
     """Run one async use case of the API's services from the command line."""
-    from shared.db.database import Database
-    from shared.db.engine import create_api_engine
+    from shared.infra.database import Database
+    from shared.infra.engine import create_api_engine
 
     async def run() -> T:
         engine = create_api_engine(load_settings())
@@ -225,7 +225,7 @@ def cmd_worker(arguments: argparse.Namespace) -> int:
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
-    from shared.embedded import default_home
+    from cli.embedded import default_home
 
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -244,8 +244,8 @@ def cmd_flower(_: argparse.Namespace) -> int:
 
 
 def cmd_audit(_: argparse.Namespace) -> int:
-    from shared.db.database import SyncDatabase
-    from shared.db.engine import create_worker_engine
+    from shared.infra.database import SyncDatabase
+    from shared.infra.engine import create_worker_engine
     from shared.services.audit import audit_ledger
 
     engine = create_worker_engine(load_settings(), application_name="mini-ledger-audit")
@@ -257,8 +257,8 @@ def cmd_audit(_: argparse.Namespace) -> int:
 
 
 def cmd_import(arguments: argparse.Namespace) -> int:
-    from shared.embedded import default_home
-    from shared.importer import run_import
+    from cli.embedded import default_home
+    from cli.importer import run_import
 
     path = Path(arguments.file)
     rejects = Path(arguments.rejects or f"{path}.rejects.csv")

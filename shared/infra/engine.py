@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from shared.config import Settings
+from shared.infra.config import Settings
 
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10

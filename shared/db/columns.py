@@ -1,0 +1,49 @@
+"""What both sides read of a transfer, and the array-parameter helper their statements share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import TypeEngine
+
+from shared.db.tables import transfers
+from shared.domain.transfers import Transfer, TransferState
+
+TRANSFER_COLUMNS = (
+    transfers.c.id,
+    transfers.c.from_merchant_id,
+    transfers.c.to_merchant_id,
+    transfers.c.amount,
+    transfers.c.fee,
+    transfers.c.percent_fee,
+    transfers.c.currency,
+    transfers.c.idempotency_key,
+    transfers.c.state,
+    transfers.c.failure_reason,
+    transfers.c.created,
+    transfers.c.processed,
+)
+
+
+def to_transfer(row: Any) -> Transfer:
+    return Transfer(
+        id=row.id,
+        sender_id=row.from_merchant_id,
+        receiver_id=row.to_merchant_id,
+        amount=row.amount,
+        fee=row.fee,
+        percent_fee=row.percent_fee,
+        currency=row.currency,
+        idempotency_key=row.idempotency_key,
+        state=TransferState(row.state),
+        failure_reason=row.failure_reason,
+        created=row.created,
+        processed=row.processed,
+    )
+
+
+def is_any(column: Any, values: list[Any], item_type: TypeEngine[Any]) -> ColumnElement[bool]:
+    """`column = ANY(:values)`: one array parameter, however many values."""
+    return column == any_(bindparam(None, values, type_=ARRAY(item_type)))  # type: ignore[no-any-return]
