@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 COMPOSE ?= docker compose
 
-.PHONY: install run test lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
+.PHONY: install run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: install  ## API :8000, worker, beat, Flower :5555; embedded PostgreSQL/Redi
 
 test: install  ## the whole suite; configured servers if the environment names them, else embedded
 	$(BIN)/python -m pytest
+
+test-fast: install  ## unit tests only: no PostgreSQL, Redis or worker; seconds
+	$(BIN)/python -m pytest -m unit
 
 lint: install
 	$(BIN)/ruff check .
