@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import redis
 import structlog
 
@@ -64,6 +63,10 @@ class EmbeddedPostgres:
 
     def poll(self) -> Exit | None:
         """The postmaster is pg_ctl's child, not ours: alive or not, but no exit code."""
+        # psutil comes with the zero-config extra, not the production image: `mini-ledger beat`
+        # there imports this module for `default_home` alone.
+        import psutil
+
         if self._server is None:
             return Exit(None)
         postmaster = self._server.get_postmaster_info().process
