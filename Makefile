@@ -1,19 +1,33 @@
 # One entry point for every routine. `make run` and `make test` work on a fresh machine:
-# they create .venv and install the project from pyproject.toml first.
+# they create .venv and install the locked dependencies (requirements/dev.txt) and the project first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 COMPOSE ?= docker compose
 
-.PHONY: install run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
+.PHONY: install lock run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
 
-$(INSTALLED): pyproject.toml
+# Exact versions with hashes from the lock (runtime + zero-config + dev tools), then the project
+# itself, editable and without dependencies. Again whenever the lock or pyproject.toml changes.
+$(INSTALLED): pyproject.toml $(wildcard requirements/*.txt)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+# requirements/{dev,zero-config,runtime}.txt from pyproject.toml. Keeps every pin it can; move
+# them with LOCK_ARGS=--upgrade (all) or LOCK_ARGS='--upgrade-package fastapi' (one).
+# runtime and zero-config are constrained by dev, so every file names the same versions.
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command 'make lock'
+
+lock: install
+	$(LOCK) --extra zero-config --extra dev $(LOCK_ARGS) -o requirements/dev.txt
+	$(LOCK) --extra zero-config -c requirements/dev.txt -o requirements/zero-config.txt
+	$(LOCK) -c requirements/dev.txt -o requirements/runtime.txt
 
 run: install  ## API :8000, worker, beat, Flower :5555; embedded PostgreSQL/Redis unless configured
 	$(BIN)/mini-ledger run
