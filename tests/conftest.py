@@ -1,8 +1,9 @@
 """Test servers: the configured PostgreSQL and Redis when the environment names them,
 embedded ones otherwise; a fresh test database, migrated; real Celery worker processes.
 
-Servers are chosen in `pytest_configure`, before any test module imports the Celery app,
-because the app reads its broker address from the environment at import time.
+Every test is marked by its layer: `unit` (tests/domain: pure, no servers), `e2e` (tests/e2e:
+real API and worker processes) or `integration` (the rest: real PostgreSQL and Redis). Servers
+start once, for the first test that is not `unit`: `make test-fast` (`-m unit`) needs none.
 """
 
 from __future__ import annotations
@@ -38,28 +39,49 @@ TEST_ENVIRONMENT = {
 ADMIN_SECRET = "mlk_" + "t" * 43
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_SECRET}"}
 
-_embedded = None
-_home: str | None = None
+_home = Path(tempfile.mkdtemp(prefix="mini-ledger-test-"))
+LAYER_MARKERS = {"domain": "unit", "e2e": "e2e"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _embedded, _home
-    from cli.embedded import EmbeddedServers
-
-    _home = tempfile.mkdtemp(prefix="mini-ledger-test-")
-    os.chmod(_home, 0o755)
-    _embedded = EmbeddedServers(Path(_home))
-    os.environ.update(_embedded.start(dict(os.environ)))
+    # Before any test module imports the Celery app, which reads its broker's database number
+    # from the environment. The servers' addresses come later, with the `servers` fixture.
     os.environ.update(TEST_ENVIRONMENT)
-    _reset_database()
-    _reset_redis()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = item.path.relative_to(ROOT / "tests").parts[0]
+        if not any(item.get_closest_marker(name) for name in ("unit", "integration", "e2e")):
+            item.add_marker(LAYER_MARKERS.get(layer, "integration"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _embedded is not None:
-        _embedded.stop()
-    if _home is not None:
-        shutil.rmtree(_home, ignore_errors=True)
+    shutil.rmtree(_home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """PostgreSQL and Redis for the session (unless every selected test is a unit test): the
+    configured ones, or embedded ones started here; the test database made afresh."""
+    if all(item.get_closest_marker("unit") for item in request.session.items):
+        yield
+        return
+    from cli.embedded import EmbeddedServers
+    from shared.infra.config import get_settings, load_settings
+    from shared.infra.queue import celery_app
+
+    os.chmod(_home, 0o755)
+    embedded = EmbeddedServers(_home)
+    os.environ.update(embedded.start(dict(os.environ)))
+    get_settings.cache_clear()
+    celery_app.conf.broker_url = load_settings().broker_url
+    try:
+        _reset_database()
+        _reset_redis()
+        yield
+    finally:
+        embedded.stop()
 
 
 def _reset_database() -> None:
@@ -112,7 +134,7 @@ class Processes:
         self.log_paths: dict[int, Path] = {}
 
     def start(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log_path = Path(_home or tempfile.gettempdir()) / f"proc-{time.monotonic_ns()}.log"
+        log_path = _home / f"proc-{time.monotonic_ns()}.log"
         log = log_path.open("ab")
         self.logs.append(log)
         process = subprocess.Popen(
@@ -161,7 +183,7 @@ def start_worker(processes: Processes, name: str, concurrency: int = 2) -> subpr
 
 
 def start_beat(processes: Processes) -> subprocess.Popen[bytes]:
-    schedule = Path(_home or tempfile.gettempdir()) / f"beat-{time.monotonic_ns()}"
+    schedule = _home / f"beat-{time.monotonic_ns()}"
     return processes.start(
         "-m", "celery", "-A", "worker.app", "beat", f"--schedule={schedule}", "--loglevel=WARNING"
     )
@@ -200,8 +222,9 @@ async def app() -> AsyncIterator[object]:
 
 
 @pytest.fixture(scope="session")
-async def client(app: object, workers: Processes) -> AsyncIterator[object]:
-    """An HTTP client on the in-process API; the session's real workers apply transfers."""
+async def api_client(app: object) -> AsyncIterator[object]:
+    """An HTTP client on the in-process API, with the admin key, and no workers: for tests of
+    what the API answers by itself (validation, merchants, errors)."""
     import httpx
 
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
@@ -209,3 +232,9 @@ async def client(app: object, workers: Processes) -> AsyncIterator[object]:
         transport=transport, base_url="http://ledger", headers=ADMIN_HEADERS
     ) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def client(api_client: object, workers: Processes) -> object:
+    """The same client, with the session's real workers applying transfers."""
+    return api_client

@@ -32,8 +32,8 @@ def _transfer_body(amount: str) -> bytes:
 
 class TestNumbers:
     @pytest.mark.parametrize("amount", ["1e1000000", '"1e1000000"', '"-1e1000000"'])
-    async def test_huge_exponent_is_422(self, client: httpx.AsyncClient, amount: str) -> None:
-        response = await client.post(
+    async def test_huge_exponent_is_422(self, api_client: httpx.AsyncClient, amount: str) -> None:
+        response = await api_client.post(
             "/transfers",
             content=_transfer_body(amount),
             headers={**JSON, "Idempotency-Key": unique()},
@@ -45,9 +45,9 @@ class TestNumbers:
         }
 
     async def test_exponent_past_decimals_range_is_invalid_json(
-        self, client: httpx.AsyncClient
+        self, api_client: httpx.AsyncClient
     ) -> None:
-        response = await client.post(
+        response = await api_client.post(
             "/transfers",
             content=_transfer_body("1e99999999999999999999"),
             headers={**JSON, "Idempotency-Key": unique()},
@@ -55,9 +55,11 @@ class TestNumbers:
         assert response.status_code == 422
         assert response.json()["error"] == ["Invalid JSON: Number out of range"]
 
-    async def test_huge_amount_refuses_only_its_batch_item(self, client: httpx.AsyncClient) -> None:
-        sender = await funded_merchant(client, "10")
-        receiver = await create_merchant(client)
+    async def test_huge_amount_refuses_only_its_batch_item(
+        self, api_client: httpx.AsyncClient
+    ) -> None:
+        sender = await funded_merchant(api_client, "10")
+        receiver = await create_merchant(api_client)
         item = {"from_merchant": sender["name"], "to_merchant": receiver["name"], "currency": "USD"}
         as_number = json.dumps({**item, "idempotency_key": unique(), "amount": "X"})
         items = [
@@ -66,7 +68,7 @@ class TestNumbers:
             json.dumps({**item, "idempotency_key": unique(), "amount": "1"}),
         ]
         body = '{"transfers": [' + ", ".join(items) + "]}"
-        response = await client.post("/batches", content=body, headers=JSON)
+        response = await api_client.post("/batches", content=body, headers=JSON)
         assert response.status_code == 202
         result = response.json()["result"]
         assert (result["accepted"], result["refused"]) == (1, 2)
@@ -84,19 +86,19 @@ class TestNumbers:
         ],
     )
     async def test_only_ascii_digits(
-        self, client: httpx.AsyncClient, path: str, field: str, value: str, message: str
+        self, api_client: httpx.AsyncClient, path: str, field: str, value: str, message: str
     ) -> None:
         body = {"from_merchant": "a", "to_merchant": "b", "amount": "1", "currency": "USD"}
         if path == "/merchants":
             body = {"name": unique(), "percent_fee": "1"}
-        response = await client.post(
+        response = await api_client.post(
             path, json={**body, field: value}, headers={"Idempotency-Key": unique()}
         )
         assert response.json() == {"status": 422, "error": [message]}
 
-    async def test_initial_amount_only_ascii_digits(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        response = await client.post(
+    async def test_initial_amount_only_ascii_digits(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        response = await api_client.post(
             "/merchants/balance",
             json={"merchant_id": merchant["id"], "currency": "USD", "initial_amount": "١٢"},
         )
@@ -118,8 +120,8 @@ class TestNulCharacters:
             "/batches/%00",
         ],
     )
-    async def test_in_path_or_query_is_422(self, client: httpx.AsyncClient, url: str) -> None:
-        response = await client.get(url)
+    async def test_in_path_or_query_is_422(self, api_client: httpx.AsyncClient, url: str) -> None:
+        response = await api_client.get(url)
         assert response.status_code == 422
         assert response.json() == {
             "status": 422,
@@ -127,17 +129,17 @@ class TestNulCharacters:
         }
         assert response.headers["x-request-id"]
 
-    async def test_in_a_body_name_is_422(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/merchants", json={"name": "a\x00b", "percent_fee": 1})
+    async def test_in_a_body_name_is_422(self, api_client: httpx.AsyncClient) -> None:
+        response = await api_client.post("/merchants", json={"name": "a\x00b", "percent_fee": 1})
         assert response.json() == {
             "status": 422,
             "error": ["Name must not contain '/' or control characters"],
         }
-        response = await submit(client, "a\x00b", "b", "1")
+        response = await submit(api_client, "a\x00b", "b", "1")
         assert response.status_code == 422
 
-    async def test_lone_surrogates_in_a_body_are_422(self, client: httpx.AsyncClient) -> None:
-        response = await client.post(
+    async def test_lone_surrogates_in_a_body_are_422(self, api_client: httpx.AsyncClient) -> None:
+        response = await api_client.post(
             "/merchants/balance",
             content=b'{"merchant_id": "\\ud800", "currency": "\\udfff", "initial_amount": 1}',
             headers=JSON,

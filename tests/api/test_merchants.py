@@ -8,9 +8,11 @@ from tests.helpers import create_merchant, open_balance, unique
 
 
 class TestCreateMerchant:
-    async def test_returns_the_merchant_in_the_envelope(self, client: httpx.AsyncClient) -> None:
+    async def test_returns_the_merchant_in_the_envelope(
+        self, api_client: httpx.AsyncClient
+    ) -> None:
         name = unique("1 merchant")
-        response = await client.post("/merchants", json={"name": name, "percent_fee": 2.0})
+        response = await api_client.post("/merchants", json={"name": name, "percent_fee": 2.0})
         assert response.status_code == 200
         body = response.json()
         assert body["status"] == 200
@@ -21,25 +23,27 @@ class TestCreateMerchant:
         assert merchant["created"].endswith("Z") and merchant["updated"].endswith("Z")
         uuid.UUID(merchant["id"])
 
-    async def test_duplicate_name_is_409(self, client: httpx.AsyncClient) -> None:
+    async def test_duplicate_name_is_409(self, api_client: httpx.AsyncClient) -> None:
         name = unique()
-        await create_merchant(client, name=name)
-        response = await client.post("/merchants", json={"name": name, "percent_fee": "1"})
+        await create_merchant(api_client, name=name)
+        response = await api_client.post("/merchants", json={"name": name, "percent_fee": "1"})
         assert response.status_code == 409
         assert response.json() == {
             "status": 409,
             "error": f"Merchant with name {name} already exists",
         }
 
-    async def test_names_are_case_sensitive(self, client: httpx.AsyncClient) -> None:
+    async def test_names_are_case_sensitive(self, api_client: httpx.AsyncClient) -> None:
         name = unique("Case")
-        await create_merchant(client, name=name)
-        await create_merchant(client, name=name.lower())
+        await create_merchant(api_client, name=name)
+        await create_merchant(api_client, name=name.lower())
 
     async def test_invalid_fields_are_422_with_plain_messages(
-        self, client: httpx.AsyncClient
+        self, api_client: httpx.AsyncClient
     ) -> None:
-        response = await client.post("/merchants", json={"name": " padded", "percent_fee": "101"})
+        response = await api_client.post(
+            "/merchants", json={"name": " padded", "percent_fee": "101"}
+        )
         assert response.status_code == 422
         assert response.json() == {
             "status": 422,
@@ -49,17 +53,17 @@ class TestCreateMerchant:
             ],
         }
 
-    async def test_missing_field_is_field_required(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/merchants", json={"name": unique()})
+    async def test_missing_field_is_field_required(self, api_client: httpx.AsyncClient) -> None:
+        response = await api_client.post("/merchants", json={"name": unique()})
         assert response.json() == {"status": 422, "error": ["Field required"]}
 
 
 class TestGetMerchant:
-    async def test_includes_balances(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client, "2")
-        await open_balance(client, merchant["id"], "usd", "1000")
-        await open_balance(client, merchant["id"], "BTC", "1.5")
-        response = await client.get(f"/merchants/{merchant['name']}")
+    async def test_includes_balances(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client, "2")
+        await open_balance(api_client, merchant["id"], "usd", "1000")
+        await open_balance(api_client, merchant["id"], "BTC", "1.5")
+        response = await api_client.get(f"/merchants/{merchant['name']}")
         assert response.status_code == 200
         result = response.json()["result"]
         assert result["percent_fee"] == "2.00"
@@ -68,34 +72,34 @@ class TestGetMerchant:
             ("USD", "1000.00000000"),
         ]
 
-    async def test_name_with_spaces_in_the_path(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client, name=unique("with space"))
-        response = await client.get(f"/merchants/{merchant['name']}")
+    async def test_name_with_spaces_in_the_path(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client, name=unique("with space"))
+        response = await api_client.get(f"/merchants/{merchant['name']}")
         assert response.json()["result"]["id"] == merchant["id"]
 
-    async def test_unknown_is_404(self, client: httpx.AsyncClient) -> None:
-        response = await client.get("/merchants/nobody-here")
+    async def test_unknown_is_404(self, api_client: httpx.AsyncClient) -> None:
+        response = await api_client.get("/merchants/nobody-here")
         assert response.status_code == 404
         assert response.json() == {"status": 404, "error": "Merchant nobody-here does not exist"}
 
 
 class TestBalances:
-    async def test_open_balance_returns_it(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        balance = await open_balance(client, merchant["id"], "usdt", "10.5")
+    async def test_open_balance_returns_it(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        balance = await open_balance(api_client, merchant["id"], "usdt", "10.5")
         assert balance["merchant_id"] == merchant["id"]
         assert balance["currency"] == "USDT"
         assert balance["amount"] == "10.50000000"
 
-    async def test_zero_initial_amount_is_allowed(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        balance = await open_balance(client, merchant["id"], "EUR", "0")
+    async def test_zero_initial_amount_is_allowed(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        balance = await open_balance(api_client, merchant["id"], "EUR", "0")
         assert balance["amount"] == "0.00000000"
 
-    async def test_second_balance_in_a_currency_is_409(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        await open_balance(client, merchant["id"], "USD", "1")
-        response = await client.post(
+    async def test_second_balance_in_a_currency_is_409(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        await open_balance(api_client, merchant["id"], "USD", "1")
+        response = await api_client.post(
             "/merchants/balance",
             json={"merchant_id": merchant["id"], "currency": "usd", "initial_amount": "5"},
         )
@@ -105,18 +109,18 @@ class TestBalances:
             "error": "Balance with currency USD already exists",
         }
 
-    async def test_unknown_merchant_is_404(self, client: httpx.AsyncClient) -> None:
+    async def test_unknown_merchant_is_404(self, api_client: httpx.AsyncClient) -> None:
         missing = str(uuid.uuid4())
-        response = await client.post(
+        response = await api_client.post(
             "/merchants/balance",
             json={"merchant_id": missing, "currency": "USD", "initial_amount": "5"},
         )
         assert response.status_code == 404
         assert response.json()["error"] == f"Merchant {missing} does not exist"
 
-    async def test_negative_initial_amount_is_422(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        response = await client.post(
+    async def test_negative_initial_amount_is_422(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        response = await api_client.post(
             "/merchants/balance",
             json={"merchant_id": merchant["id"], "currency": "USD", "initial_amount": "-1"},
         )
@@ -125,15 +129,15 @@ class TestBalances:
             "error": ["Initial amount must be greater than or equal to 0"],
         }
 
-    async def test_list_balances(self, client: httpx.AsyncClient) -> None:
-        merchant = await create_merchant(client)
-        await open_balance(client, merchant["id"], "USD", "3")
-        response = await client.get(f"/merchants/{merchant['name']}/balance")
+    async def test_list_balances(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client)
+        await open_balance(api_client, merchant["id"], "USD", "3")
+        response = await api_client.get(f"/merchants/{merchant['name']}/balance")
         assert response.status_code == 200
         assert [b["amount"] for b in response.json()["result"]] == ["3.00000000"]
 
     async def test_list_balances_of_unknown_merchant_is_404(
-        self, client: httpx.AsyncClient
+        self, api_client: httpx.AsyncClient
     ) -> None:
-        response = await client.get("/merchants/nobody-here/balance")
+        response = await api_client.get("/merchants/nobody-here/balance")
         assert response.status_code == 404
