@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -34,13 +35,24 @@ MAX_TASK_RETRIES = 16
 SWEEP_LIMIT = 1000
 
 
+class TransferFailed(Exception):
+    """The transfer a message named ended `failed` (insufficient funds, or given up after its
+    applying kept raising). Raised only after the outcome is committed and announced, so Celery
+    marks the task FAILURE — red in Flower — while the transfer itself is final: the message is
+    acknowledged (`task_acks_on_failure_or_timeout`), never retried (no `autoretry_for`, and
+    `throws` lists it as expected, so the worker logs no traceback either).
+    """
+
+
 def _retry_later(task: Task[Any, Any], reason: str) -> None:
     if task.request.retries < MAX_TASK_RETRIES:
         raise task.retry(countdown=TASK_RETRY.delay_s(task.request.retries))
     log.warning("giving up for now, the sweep will hand the transfers out again", reason=reason)
 
 
-@celery_app.task(name=APPLY_TRANSFER_TASK, bind=True, max_retries=MAX_TASK_RETRIES)
+@celery_app.task(
+    name=APPLY_TRANSFER_TASK, bind=True, max_retries=MAX_TASK_RETRIES, throws=(TransferFailed,)
+)
 def apply_transfer(
     self: Task[Any, Any],
     transfer_id: str,
@@ -48,7 +60,8 @@ def apply_transfer(
     balances: list[list[str]] | None = None,
 ) -> dict[str, Any]:
     """Apply one pending transfer (or drain a backlog with it); `request_id` is bound to the log
-    context by a signal. The result (shown in Flower) says what became of it."""
+    context by a signal. The result (shown in Flower) says what became of it; if this transfer
+    ended failed, the task fails with `TransferFailed` (after the commit), counts in its text."""
     structlog.contextvars.bind_contextvars(transfer_id=transfer_id)
     worker = resources()
     try:
@@ -66,7 +79,11 @@ def apply_transfer(
         return {"left_to_the_sweep": True}
     if result.locks_busy:
         _retry_later(self, "balance locks stayed busy")
-    return _record(result)
+    summary = _record(result)
+    if uuid.UUID(transfer_id) in result.failed:
+        counts = ", ".join(f"{name}={value}" for name, value in summary.items())
+        raise TransferFailed(f"transfer {transfer_id} failed ({counts})")
+    return summary
 
 
 @celery_app.task(name=APPLY_GROUP_TASK, bind=True, max_retries=MAX_TASK_RETRIES)
@@ -110,9 +127,13 @@ def _queue_depth(redis: Redis) -> int:
         return 0
 
 
-@celery_app.task(name=SWEEP_PENDING_TASK)
-def sweep_pending() -> int:
+# `send_events=False`: a sweep that finds nothing (nearly every one, every SWEEP_INTERVAL_S)
+# sends no task events, so it stays out of Flower's task history. One that finds work reports
+# itself (below), and the groups it publishes are ordinary tasks that show anyway.
+@celery_app.task(name=SWEEP_PENDING_TASK, bind=True, send_events=False)
+def sweep_pending(self: Task[Any, Any]) -> int:
     """Enqueue again every transfer left pending too long (a lost message, a lost enqueue)."""
+    started = time.monotonic()
     worker = resources()
     stale = posting.claim_stale_pending(
         worker.db, worker.settings.stale_pending_after_s, SWEEP_LIMIT
@@ -120,4 +141,15 @@ def sweep_pending() -> int:
     if stale:
         log.info("re-enqueueing stale pending transfers", count=len(stale))
         publish_transfer_groups(stale, None, None)
+        _report_to_flower(self, len(stale), time.monotonic() - started)
     return len(stale)
+
+
+def _report_to_flower(task: Task[Any, Any], found: int, runtime_s: float) -> None:
+    """The events the worker would have sent for this task, sent by hand: Flower lists it."""
+    try:
+        task.send_event("task-received", name=task.name, args="()", kwargs="{}", retries=0)
+        task.send_event("task-started")
+        task.send_event("task-succeeded", result=repr(found), runtime=runtime_s)
+    except Exception as error:  # kombu and redis raise many types; monitoring is best effort.
+        log.warning("could not report the sweep to Flower", error=str(error))
