@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.domain.access import Actor
+from shared.domain.errors import InvalidInput
 from shared.domain.transfers import parse_idempotency_key
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
@@ -57,7 +58,10 @@ async def _idempotency_key(
         ),
     ],
 ) -> str:
-    return parse_idempotency_key(key)
+    try:
+        return parse_idempotency_key(key)
+    except InvalidInput as error:
+        raise InvalidInput(error.message, field="header.Idempotency-Key") from error
 
 
 async def _wait_preference(

@@ -7,16 +7,17 @@ import json
 import re
 import time
 import uuid
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import INTERNAL_ERROR, error_body
+from api.errors import INTERNAL_ERROR, Details, error_body
 
 log = structlog.get_logger("api.request")
 
 REQUEST_ID_HEADER = "x-request-id"
+NUL_REFUSED = "Path and query must not contain NUL characters"
 TOO_LARGE = "Request body too large"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -87,9 +88,21 @@ class NulRefusalMiddleware:
         if scope["type"] == "http" and (
             "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"])
         ):
-            await _answer(send, 422, ["Path and query must not contain NUL characters"])
+            details = [{"field": _nul_field(scope), "message": NUL_REFUSED}]
+            await _answer(send, 422, [NUL_REFUSED], details)
             return
         await self.app(scope, receive, send)
+
+
+def _nul_field(scope: Scope) -> str:
+    """`path` (no route is matched yet to name its parameter), else `query.<name>`."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query = scope["query_string"].decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in value and "\x00" not in name:
+            return f"query.{name}"
+    return "query"
 
 
 class BodyLimitMiddleware:
@@ -142,9 +155,11 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-async def _answer(send: Send, status: int, message: str | list[str]) -> None:
+async def _answer(
+    send: Send, status: int, message: str | list[str], details: Details | None = None
+) -> None:
     """SPEC's error envelope, sent from a middleware (no response class to lean on here)."""
-    body = json.dumps(error_body(status, message)).encode()
+    body = json.dumps(error_body(status, message, details)).encode()
     await send(
         {
             "type": "http.response.start",

@@ -18,6 +18,7 @@ from pydantic import (
     PlainValidator,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from shared.domain.access import RateLimit, Scope, parse_key_name, parse_rate_limit
@@ -31,9 +32,19 @@ from shared.domain.money import (
     parse_currency,
     parse_percent_fee,
 )
-from shared.domain.transfers import TransferRequest, parse_idempotency_key
+from shared.domain.transfers import TransferRequest, TransferState, parse_idempotency_key
 
 T = TypeVar("T")
+
+# Examples (OpenAPI, "Try it out"): the README's walk-through, so they succeed against `make run`
+# once alice and bob exist and alice holds BTC.
+ALICE_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+BOB_ID = "9c1f4b52-8d3e-4a57-9b0e-6f2a1d7c8e90"
+TRANSFER_ID = "5b0c7e1a-2f64-4c1d-8a3b-9e7d6c5b4a32"
+BATCH_ID = "0f8e2d1c-4b3a-4c5d-9e6f-7a8b9c0d1e2f"
+KEY_ID = "7d9e1f2a-3b4c-4d5e-8f6a-1b2c3d4e5f60"
+CREATED = "2025-01-15T09:30:00.123456Z"
+PROCESSED = "2025-01-15T09:30:00.234567Z"
 
 
 def _domain_rule(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -88,17 +99,40 @@ class RequestModel(BaseModel):
 
 
 class MerchantCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "alice", "percent_fee": "2.00"},
+                {"name": "bob", "percent_fee": "0"},
+            ]
+        }
+    )
+
     name: MerchantNameIn
     percent_fee: PercentFeeIn
 
 
 class BalanceCreate(RequestModel):
-    merchant_id: UUID
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"merchant_id": ALICE_ID, "currency": "BTC", "initial_amount": "1.5"}]
+        }
+    )
+
+    merchant_id: UUID = Field(description="The merchant's `id`, from `GET /v1/merchants/{name}`.")
     currency: CurrencyIn
     initial_amount: InitialAmountIn
 
 
 class TransferCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"from_merchant": "alice", "to_merchant": "bob", "amount": "0.1", "currency": "BTC"}
+            ]
+        }
+    )
+
     from_merchant: MerchantNameIn
     to_merchant: MerchantNameIn
     amount: AmountIn
@@ -107,7 +141,10 @@ class TransferCreate(RequestModel):
     @model_validator(mode="after")
     def _distinct_merchants(self) -> TransferCreate:
         if self.from_merchant == self.to_merchant:
-            raise PydanticCustomError("same_merchant", "Cannot transfer to the same merchant")
+            # A rule about two fields; `field` names the one a 422's details blame.
+            raise PydanticCustomError(
+                "same_merchant", "Cannot transfer to the same merchant", {"field": "to_merchant"}
+            )
         return self
 
     def to_domain(self) -> TransferRequest:
@@ -115,6 +152,19 @@ class TransferCreate(RequestModel):
 
 
 class ApiKeyCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "alice app",
+                    "merchant": "alice",
+                    "scope": "write",
+                    "rate_limit": "10/second",
+                }
+            ]
+        }
+    )
+
     name: Annotated[str, PlainValidator(_domain_rule(parse_key_name), json_schema_input_type=str)]
     merchant: MerchantNameIn | None = Field(
         default=None, description="The merchant the key acts for; null for an admin key."
@@ -135,7 +185,48 @@ class ReadModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+_BALANCE_EXAMPLE: JsonDict = {
+    "id": "b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+    "merchant_id": ALICE_ID,
+    "currency": "BTC",
+    "amount": "1.50000000",
+}
+_MERCHANT_EXAMPLE: JsonDict = {
+    "id": ALICE_ID,
+    "name": "alice",
+    "percent_fee": "2.00",
+    "created": CREATED,
+    "updated": CREATED,
+    "archived": False,
+}
+_TRANSFER_EXAMPLE: JsonDict = {
+    "id": TRANSFER_ID,
+    "from_merchant_id": ALICE_ID,
+    "to_merchant_id": BOB_ID,
+    "amount": "0.10000000",
+    "fee": "0.00200000",
+    "percent_fee": "2.00",
+    "currency": "BTC",
+    "idempotency_key": "abc-123-xyz",
+    "state": "pending",
+    "failure_reason": None,
+    "created": CREATED,
+    "processed": None,
+}
+_API_KEY_EXAMPLE: JsonDict = {
+    "id": KEY_ID,
+    "name": "alice app",
+    "merchant": "alice",
+    "scope": "write",
+    "rate_limit": "10/second",
+    "created": CREATED,
+    "revoked": None,
+}
+
+
 class BalanceRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_BALANCE_EXAMPLE]})
+
     id: UUID
     merchant_id: UUID
     currency: str
@@ -143,6 +234,8 @@ class BalanceRead(ReadModel):
 
 
 class MerchantRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_MERCHANT_EXAMPLE]})
+
     id: UUID
     name: str
     percent_fee: PercentOut
@@ -152,6 +245,10 @@ class MerchantRead(ReadModel):
 
 
 class MerchantWithBalancesRead(MerchantRead):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**_MERCHANT_EXAMPLE, "balances": [_BALANCE_EXAMPLE]}]}
+    )
+
     balances: list[BalanceRead]
 
     @classmethod
@@ -163,6 +260,25 @@ class MerchantWithBalancesRead(MerchantRead):
 
 
 class TransferRead(ReadModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _TRANSFER_EXAMPLE,
+                {
+                    **_TRANSFER_EXAMPLE,
+                    "state": "completed",
+                    "processed": PROCESSED,
+                },
+                {
+                    **_TRANSFER_EXAMPLE,
+                    "state": "failed",
+                    "failure_reason": "Insufficient funds",
+                    "processed": PROCESSED,
+                },
+            ]
+        }
+    )
+
     id: UUID
     # The wire says from/to; inside, a transfer has a sender and a receiver.
     from_merchant_id: UUID = Field(validation_alias="sender_id")
@@ -172,7 +288,9 @@ class TransferRead(ReadModel):
     percent_fee: PercentOut
     currency: str
     idempotency_key: str
-    state: str
+    state: TransferState = Field(
+        description="`pending` until a worker applies it; then `completed` or `failed`, forever."
+    )
     failure_reason: str | None
     created: Timestamp
     processed: Timestamp | None
@@ -190,8 +308,53 @@ class PageEnvelope(BaseModel, Generic[T]):
 
 
 class ErrorEnvelope(BaseModel):
+    """A domain error: `{"status": <code>, "error": "<message>"}`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": 404, "error": "From merchant or to merchant does not exist"},
+                {"status": 401, "error": "Missing or invalid API key"},
+            ]
+        }
+    )
+
     status: int
-    error: str | list[str]
+    error: str
+
+
+class ErrorDetail(BaseModel):
+    """One problem of a 422, and the input it is about."""
+
+    field: str = Field(
+        description="`body.<name>`, `header.<Name>`, `query.<name>` or `path.<name>` "
+        "(`body` alone: the body as a whole, e.g. invalid JSON).",
+        examples=["header.Idempotency-Key"],
+    )
+    message: str = Field(examples=["Field required"])
+
+
+class ValidationErrorEnvelope(BaseModel):
+    """A malformed request (422): every message, and where each problem is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": 422,
+                    "error": ["Field required", "Amount must be greater than 0"],
+                    "details": [
+                        {"field": "header.Idempotency-Key", "message": "Field required"},
+                        {"field": "body.amount", "message": "Amount must be greater than 0"},
+                    ],
+                }
+            ]
+        }
+    )
+
+    status: int
+    error: list[str]
+    details: list[ErrorDetail] = Field(description="One per message of `error`, in its order.")
 
 
 IdempotencyKeyIn = Annotated[
@@ -200,17 +363,63 @@ IdempotencyKeyIn = Annotated[
 
 
 class BatchItemCreate(TransferCreate):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "idempotency_key": "pay-1",
+                    "from_merchant": "alice",
+                    "to_merchant": "bob",
+                    "amount": "0.01",
+                    "currency": "BTC",
+                }
+            ]
+        }
+    )
+
     idempotency_key: IdempotencyKeyIn
 
 
 class BatchCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "transfers": [
+                        {
+                            "idempotency_key": f"pay-{n}",
+                            "from_merchant": "alice",
+                            "to_merchant": "bob",
+                            "amount": "0.01",
+                            "currency": "BTC",
+                        }
+                        for n in (1, 2)
+                    ]
+                }
+            ]
+        }
+    )
+
     # Items are validated one by one (a bad item is refused alone), so they arrive raw here.
-    transfers: Annotated[list[Any], Field(min_length=1)]
+    transfers: Annotated[
+        list[Any],
+        Field(
+            min_length=1,
+            description="Up to 10,000 items, each `{idempotency_key, from_merchant, to_merchant, "
+            "amount, currency}`.",
+        ),
+    ]
 
 
 class ItemError(BaseModel):
+    """A refused batch item: as the same single request's error (a list, with details, for 422;
+    `field` relative to the item, e.g. `body.amount`)."""
+
     status: int
     message: str | list[str]
+    details: list[ErrorDetail] | None = Field(
+        default=None, exclude_if=lambda details: details is None
+    )
 
 
 class BatchItemRead(BaseModel):
@@ -220,6 +429,36 @@ class BatchItemRead(BaseModel):
 
 
 class BatchRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": BATCH_ID,
+                    "accepted": 1,
+                    "refused": 2,
+                    "items": [
+                        {"index": 0, "transfer": {**_TRANSFER_EXAMPLE, "idempotency_key": "pay-1"}},
+                        {
+                            "index": 1,
+                            "error": {
+                                "status": 404,
+                                "message": "From merchant or to merchant does not exist",
+                            },
+                        },
+                        {
+                            "index": 2,
+                            "error": {
+                                "status": 422,
+                                "message": ["Field required"],
+                                "details": [{"field": "body.amount", "message": "Field required"}],
+                            },
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     id: UUID
     accepted: int
     refused: int
@@ -233,6 +472,21 @@ class BatchCounts(BaseModel):
 
 
 class BatchProgressRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": BATCH_ID,
+                    "created": CREATED,
+                    "accepted": 1,
+                    "refused": 2,
+                    "counts": {"pending": 0, "completed": 1, "failed": 0},
+                    "finished": True,
+                }
+            ]
+        }
+    )
+
     id: UUID
     created: Timestamp
     accepted: int
@@ -255,12 +509,20 @@ class BatchProgressRead(BaseModel):
 
 
 class QueueStatusRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"queue_depth": 0, "pending_transfers": 0, "oldest_pending_age_s": None}]
+        }
+    )
+
     queue_depth: int | None
     pending_transfers: int
     oldest_pending_age_s: float | None
 
 
 class ApiKeyRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_API_KEY_EXAMPLE]})
+
     id: UUID
     name: str
     merchant: str | None = Field(validation_alias="merchant_name")
@@ -271,4 +533,8 @@ class ApiKeyRead(ReadModel):
 
 
 class ApiKeyCreatedRead(ApiKeyRead):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**_API_KEY_EXAMPLE, "secret": "mlk_" + "x" * 43}]}
+    )
+
     secret: str = Field(description="Shown only in this answer; store it now.")

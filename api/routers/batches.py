@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import DB, Caller, RequestId
-from api.errors import describe, error_responses
+from api.errors import error_responses, item_error, item_validation_error
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
 from api.schemas import (
@@ -32,25 +32,22 @@ router = APIRouter(prefix="/batches", tags=["batches"], route_class=ExactJSONRou
 MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
 
 
-def parse_items(raw_items: list[Any]) -> tuple[list[BatchItem], dict[int, list[str]]]:
-    """Each item validated on its own: the valid ones, and the messages of the others."""
+def parse_items(raw_items: list[Any]) -> tuple[list[BatchItem], dict[int, ItemError]]:
+    """Each item validated on its own: the valid ones, and the errors of the others."""
     valid: list[BatchItem] = []
-    invalid: dict[int, list[str]] = {}
+    invalid: dict[int, ItemError] = {}
     for index, raw in enumerate(raw_items):
         try:
             item = BatchItemCreate.model_validate(raw)
         except ValidationError as error:
-            invalid[index] = [str(detail["msg"]) for detail in error.errors()]
+            invalid[index] = item_validation_error(error)
             continue
         valid.append(BatchItem(index, item.idempotency_key, item.to_domain()))
     return valid, invalid
 
 
-def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchRead:
-    items = [
-        BatchItemRead(index=index, error=ItemError(status=422, message=messages))
-        for index, messages in invalid.items()
-    ]
+def render(submission: BatchSubmission, invalid: dict[int, ItemError]) -> BatchRead:
+    items = [BatchItemRead(index=index, error=error) for index, error in invalid.items()]
     for result in submission.results:
         if result.transfer is not None:
             items.append(
@@ -59,10 +56,7 @@ def render(submission: BatchSubmission, invalid: dict[int, list[str]]) -> BatchR
                 )
             )
         elif result.error is not None:
-            status, message = describe(result.error)
-            items.append(
-                BatchItemRead(index=result.index, error=ItemError(status=status, message=message))
-            )
+            items.append(BatchItemRead(index=result.index, error=item_error(result.error)))
     items.sort(key=lambda item: item.index)
     return BatchRead(
         id=submission.id, accepted=submission.accepted, refused=submission.refused, items=items

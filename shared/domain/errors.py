@@ -6,9 +6,11 @@ from __future__ import annotations
 class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # The input it is about, where the raiser knows it (`header.Idempotency-Key`, ...).
+        self.field = field
 
 
 class InvalidInput(LedgerError):

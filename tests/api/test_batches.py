@@ -92,7 +92,11 @@ class TestSubmitBatch:
         assert (
             got[0]["transfer"]["state"] == "pending" and got[0]["transfer"]["fee"] == "0.10000000"
         )
-        assert got[1]["error"] == {"status": 422, "message": ["Amount must be greater than 0"]}
+        assert got[1]["error"] == {
+            "status": 422,
+            "message": ["Amount must be greater than 0"],
+            "details": [{"field": "body.amount", "message": "Amount must be greater than 0"}],
+        }
         assert got[2]["error"] == {
             "status": 404,
             "message": "From merchant or to merchant does not exist",
@@ -108,9 +112,17 @@ class TestSubmitBatch:
         assert got[5]["error"] == {
             "status": 422,
             "message": ["Cannot transfer to the same merchant"],
+            "details": [
+                {"field": "body.to_merchant", "message": "Cannot transfer to the same merchant"}
+            ],
         }
         assert got[7]["transfer"]["id"] == got[6]["transfer"]["id"]
-        assert got[8]["error"]["status"] == 422
+        reused = f"Idempotency-Key {repeated} was already used for a different request"
+        assert got[8]["error"] == {
+            "status": 422,
+            "message": [reused],
+            "details": [{"field": "body.idempotency_key", "message": reused}],
+        }
         assert got[9]["error"]["status"] == 422 and len(got[9]["error"]["message"]) >= 3
 
         progress = await wait_finished(client, result["id"])

@@ -39,9 +39,11 @@ class TestNumbers:
             headers={**JSON, "Idempotency-Key": unique()},
         )
         assert response.status_code == 422
+        message = "Amount must be less than 100000000000000000000"
         assert response.json() == {
             "status": 422,
-            "error": ["Amount must be less than 100000000000000000000"],
+            "error": [message],
+            "details": [{"field": "body.amount", "message": message}],
         }
 
     async def test_exponent_past_decimals_range_is_invalid_json(
@@ -72,9 +74,14 @@ class TestNumbers:
         assert response.status_code == 202
         result = response.json()["result"]
         assert (result["accepted"], result["refused"]) == (1, 2)
-        message = ["Amount must be less than 100000000000000000000"]
-        assert result["items"][0]["error"] == {"status": 422, "message": message}
-        assert result["items"][1]["error"] == {"status": 422, "message": message}
+        message = "Amount must be less than 100000000000000000000"
+        expected = {
+            "status": 422,
+            "message": [message],
+            "details": [{"field": "body.amount", "message": message}],
+        }
+        assert result["items"][0]["error"] == expected
+        assert result["items"][1]["error"] == expected
         assert result["items"][2]["transfer"]["state"] == "pending"
 
     @pytest.mark.parametrize(
@@ -94,7 +101,11 @@ class TestNumbers:
         response = await api_client.post(
             path, json={**body, field: value}, headers={"Idempotency-Key": unique()}
         )
-        assert response.json() == {"status": 422, "error": [message]}
+        assert response.json() == {
+            "status": 422,
+            "error": [message],
+            "details": [{"field": f"body.{field}", "message": message}],
+        }
 
     async def test_initial_amount_only_ascii_digits(self, api_client: httpx.AsyncClient) -> None:
         merchant = await create_merchant(api_client)
@@ -102,38 +113,46 @@ class TestNumbers:
             "/merchants/balance",
             json={"merchant_id": merchant["id"], "currency": "USD", "initial_amount": "١٢"},
         )
+        message = "Initial amount must be a decimal number"
         assert response.json() == {
             "status": 422,
-            "error": ["Initial amount must be a decimal number"],
+            "error": [message],
+            "details": [{"field": "body.initial_amount", "message": message}],
         }
 
 
 class TestNulCharacters:
     @pytest.mark.parametrize(
-        "url",
+        ("url", "field"),
         [
-            "/merchants/%00",
-            "/merchants/a%00b/balance",
-            "/transfers?from=a%00b",
-            "/transfers?to=%00",
-            "/transfers?cursor=%00",
-            "/batches/%00",
+            ("/merchants/%00", "path"),
+            ("/merchants/a%00b/balance", "path"),
+            ("/transfers?from=a%00b", "query.from"),
+            ("/transfers?to=%00", "query.to"),
+            ("/transfers?cursor=%00", "query.cursor"),
+            ("/batches/%00", "path"),
         ],
     )
-    async def test_in_path_or_query_is_422(self, api_client: httpx.AsyncClient, url: str) -> None:
+    async def test_in_path_or_query_is_422(
+        self, api_client: httpx.AsyncClient, url: str, field: str
+    ) -> None:
         response = await api_client.get(url)
         assert response.status_code == 422
+        message = "Path and query must not contain NUL characters"
         assert response.json() == {
             "status": 422,
-            "error": ["Path and query must not contain NUL characters"],
+            "error": [message],
+            "details": [{"field": field, "message": message}],
         }
         assert response.headers["x-request-id"]
 
     async def test_in_a_body_name_is_422(self, api_client: httpx.AsyncClient) -> None:
         response = await api_client.post("/merchants", json={"name": "a\x00b", "percent_fee": 1})
+        message = "Name must not contain '/' or control characters"
         assert response.json() == {
             "status": 422,
-            "error": ["Name must not contain '/' or control characters"],
+            "error": [message],
+            "details": [{"field": "body.name", "message": message}],
         }
         response = await submit(api_client, "a\x00b", "b", "1")
         assert response.status_code == 422

@@ -24,9 +24,11 @@ class TestMalformedRequests:
             "/merchants", content=b'{"name": "\xff\xfe", "percent_fee": 1}', headers=JSON
         )
         assert response.status_code == 422
+        message = "Invalid JSON: Body is not valid UTF-8"
         assert response.json() == {
             "status": 422,
-            "error": ["Invalid JSON: Body is not valid UTF-8"],
+            "error": [message],
+            "details": [{"field": "body", "message": message}],
         }
 
     async def test_body_not_an_object_is_422(self, api_client: httpx.AsyncClient) -> None:

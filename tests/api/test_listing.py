@@ -70,7 +70,11 @@ class TestListTransfers:
 
     async def test_bad_cursor_and_limit_are_422(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/transfers", params={"cursor": "!!not-a-cursor"})
-        assert response.json() == {"status": 422, "error": ["Invalid cursor"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Invalid cursor"],
+            "details": [{"field": "query.cursor", "message": "Invalid cursor"}],
+        }
         for limit in ("0", "1001", "x"):
             response = await client.get("/transfers", params={"limit": limit})
             assert response.status_code == 422

@@ -51,11 +51,19 @@ class TestCreateMerchant:
                 "Name must not start or end with a space",
                 "Percent fee must be between 0 and 100",
             ],
+            "details": [
+                {"field": "body.name", "message": "Name must not start or end with a space"},
+                {"field": "body.percent_fee", "message": "Percent fee must be between 0 and 100"},
+            ],
         }
 
     async def test_missing_field_is_field_required(self, api_client: httpx.AsyncClient) -> None:
         response = await api_client.post("/merchants", json={"name": unique()})
-        assert response.json() == {"status": 422, "error": ["Field required"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Field required"],
+            "details": [{"field": "body.percent_fee", "message": "Field required"}],
+        }
 
 
 class TestGetMerchant:
@@ -124,9 +132,11 @@ class TestBalances:
             "/merchants/balance",
             json={"merchant_id": merchant["id"], "currency": "USD", "initial_amount": "-1"},
         )
+        message = "Initial amount must be greater than or equal to 0"
         assert response.json() == {
             "status": 422,
-            "error": ["Initial amount must be greater than or equal to 0"],
+            "error": [message],
+            "details": [{"field": "body.initial_amount", "message": message}],
         }
 
     async def test_list_balances(self, api_client: httpx.AsyncClient) -> None:

@@ -96,7 +96,12 @@ class TestSubmissionRefusals:
         sender = await funded_merchant(client, "10")
         response = await submit(client, sender["name"], sender["name"], "1")
         assert response.status_code == 422
-        assert response.json() == {"status": 422, "error": ["Cannot transfer to the same merchant"]}
+        message = "Cannot transfer to the same merchant"
+        assert response.json() == {
+            "status": 422,
+            "error": [message],
+            "details": [{"field": "body.to_merchant", "message": message}],
+        }
 
     async def test_missing_idempotency_key_is_field_required(
         self, client: httpx.AsyncClient
@@ -106,13 +111,19 @@ class TestSubmissionRefusals:
             json={"from_merchant": "a", "to_merchant": "b", "amount": 1, "currency": "USD"},
         )
         assert response.status_code == 422
-        assert response.json() == {"status": 422, "error": ["Field required"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Field required"],
+            "details": [{"field": "header.Idempotency-Key", "message": "Field required"}],
+        }
 
     async def test_malformed_idempotency_key_is_422(self, client: httpx.AsyncClient) -> None:
         response = await submit(client, "a", "b", 1, key="has space")
+        message = "Idempotency-Key must be 1 to 255 visible ASCII characters"
         assert response.json() == {
             "status": 422,
-            "error": ["Idempotency-Key must be 1 to 255 visible ASCII characters"],
+            "error": [message],
+            "details": [{"field": "header.Idempotency-Key", "message": message}],
         }
 
     async def test_unknown_merchant_is_404(self, client: httpx.AsyncClient) -> None:
@@ -170,7 +181,11 @@ class TestSubmissionRefusals:
         }
         for amount, message in cases.items():
             response = await submit(client, "a", "b", amount)
-            assert response.json() == {"status": 422, "error": [message]}, amount
+            assert response.json() == {
+                "status": 422,
+                "error": [message],
+                "details": [{"field": "body.amount", "message": message}],
+            }, amount
         response = await submit(client, "a", "b", True)
         assert response.json()["error"] == ["Amount must be a decimal number or a string"]
 
@@ -196,9 +211,11 @@ class TestSubmissionRefusals:
 
     async def test_bad_currency_is_422(self, client: httpx.AsyncClient) -> None:
         response = await submit(client, "a", "b", "1", currency="US")
+        message = "Currency must be 3 to 10 letters or digits"
         assert response.json() == {
             "status": 422,
-            "error": ["Currency must be 3 to 10 letters or digits"],
+            "error": [message],
+            "details": [{"field": "body.currency", "message": message}],
         }
 
     async def test_unknown_fields_are_422(self, client: httpx.AsyncClient) -> None:
@@ -213,7 +230,11 @@ class TestSubmissionRefusals:
             },
             headers={"Idempotency-Key": unique()},
         )
-        assert response.json() == {"status": 422, "error": ["Extra inputs are not permitted"]}
+        assert response.json() == {
+            "status": 422,
+            "error": ["Extra inputs are not permitted"],
+            "details": [{"field": "body.x", "message": "Extra inputs are not permitted"}],
+        }
 
 
 class TestIdempotency:
@@ -243,9 +264,11 @@ class TestIdempotency:
         await submit(client, sender["name"], receiver["name"], "1", key=key)
         response = await submit(client, sender["name"], receiver["name"], "2", key=key)
         assert response.status_code == 422
+        message = f"Idempotency-Key {key} was already used for a different request"
         assert response.json() == {
             "status": 422,
-            "error": [f"Idempotency-Key {key} was already used for a different request"],
+            "error": [message],
+            "details": [{"field": "header.Idempotency-Key", "message": message}],
         }
 
     async def test_replay_wins_over_a_refusal_that_came_later(
