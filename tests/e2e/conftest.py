@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from cli.embedded import EmbeddedRedis
-from tests.conftest import ADMIN_HEADERS, Processes, start_beat, start_worker
+from tests.conftest import ADMIN_HEADERS, ROOT, Processes, start_beat, start_worker
 
 STARTUP_TIMEOUT_S = 30
 
@@ -122,3 +127,162 @@ async def cluster(api_processes: list[str]) -> AsyncIterator[Cluster]:
     yield cluster
     for client in cluster.clients:
         await client.aclose()
+
+
+# Zero-config: `mini-ledger run` with nothing configured, as a user starts it (`make run`).
+ZERO_CONFIG_STARTUP_S = 60
+ZERO_CONFIG_STOP_S = 30
+# Short, so the supervision test restarts quickly and sweeps within seconds.
+ZERO_CONFIG_RESTART_DELAY_S = 3
+
+
+def zero_config_env(home: Path) -> dict[str, str]:
+    """The environment of a user who configured nothing: no POSTGRES_*/REDIS_*, a home and free
+    ports of the test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "REDIS_"))}
+    env |= {
+        "MINI_LEDGER_HOME": str(home),
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "FLOWER_PORT": str(free_port()),
+        "RESTART_DELAY_S": str(ZERO_CONFIG_RESTART_DELAY_S),
+        "STALE_PENDING_AFTER_S": "2",
+        "SWEEP_INTERVAL_S": "1",
+    }
+    return env
+
+
+@dataclass
+class ZeroConfigRun:
+    process: subprocess.Popen[bytes]
+    home: Path
+    url: str
+    env: dict[str, str]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['FLOWER_PORT']}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The run's own admin key, which its first start created in its home."""
+        return {"Authorization": f"Bearer {(self.home / 'admin.key').read_text().strip()}"}
+
+    def child(self, name: str) -> psutil.Process | None:
+        """The run's child by role: `worker`, `beat`, `api`, `flower`, or `redis-server`."""
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if child.name() == name or name in child.cmdline():
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    def survivors(self) -> list[psutil.Process]:
+        """Every process left of a run on this home: its command line names the home (the
+        servers, beat) or its environment does (every process a run starts)."""
+        home = str(self.home)
+        found = []
+        for process in psutil.process_iter(["cmdline", "environ"]):
+            environ = process.info["environ"] or {}
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if home in cmdline or environ.get("MINI_LEDGER_HOME") == home:
+                found.append(process)
+        return found
+
+    def postmaster_pid(self) -> int:
+        """From PostgreSQL's own record of the running server (postmaster.pid's first line)."""
+        return int((self.home / "postgres" / "postmaster.pid").read_text().splitlines()[0])
+
+    def cli(self, *arguments: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        """`mini-ledger ARGUMENTS` as the user would type it beside the run: nothing
+        configured, the same home."""
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *arguments],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def audit(self) -> dict[str, object]:
+        """`mini-ledger audit`, which finds the run's embedded PostgreSQL through its home."""
+        result = self.cli("audit")
+        assert result.returncode == 0, result.stdout + result.stderr
+        report: dict[str, object] = json.loads(result.stdout)
+        return report
+
+    def published(self) -> bool:
+        """Whether this run (not an earlier one) has published its servers in instance.json."""
+        try:
+            instance = json.loads((self.home / "instance.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return bool(instance["pid"] == self.process.pid and instance["settings"])
+
+    def wait_healthy(self, timeout_s: float = ZERO_CONFIG_STARTUP_S) -> None:
+        """Until this run is ready (published) and its API answers /health with 200."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if (
+                    self.published()
+                    and httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.process.poll() is None, f"the run exited:\n{self.log[-4000:]}"
+            assert time.monotonic() < deadline, f"not healthy in {timeout_s}s:\n{self.log[-4000:]}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL past the stop timeout), then anything left of it killed."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=ZERO_CONFIG_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for survivor in self.survivors():
+            survivor.kill()
+
+
+def launch_zero_config(
+    home: Path, env: dict[str, str] | None = None, log_name: str = "run.log"
+) -> ZeroConfigRun:
+    """Start `mini-ledger run` on `home` (not waiting for it): `env`, else a fresh
+    `zero_config_env`; its output in `home/log_name`."""
+    env = env or zero_config_env(home)
+    log_path = home / log_name
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ZeroConfigRun(process, home, f"http://127.0.0.1:{env['PORT']}", env, log_path)
+
+
+@pytest.fixture
+def zero_config_run() -> Iterator[ZeroConfigRun]:
+    """A healthy zero-config run on a home of its own; stopped and removed after the test."""
+    home = Path(tempfile.mkdtemp(prefix="ml-run-"))
+    run = launch_zero_config(home)
+    try:
+        run.wait_healthy()
+        yield run
+    finally:
+        run.stop()
+        shutil.rmtree(home, ignore_errors=True)
