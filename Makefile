@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-COMPOSE ?= docker compose
+# Docker Compose v2 (the `docker compose` plugin) or v1 (`docker-compose`), whichever exists;
+# COMPOSE=... overrides. Found only when a compose target runs.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: install lock run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean
+.PHONY: install lock run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean compose
 
 # Exact versions with hashes from the lock (runtime + zero-config + dev tools), then the project
 # itself, editable and without dependencies. Again whenever the lock or pyproject.toml changes.
@@ -55,26 +58,30 @@ migrate: install
 audit: install  ## every ledger invariant, checked from the database
 	$(BIN)/mini-ledger audit
 
-up:
+# Fails with one clear line when neither Compose exists.
+compose:
+	@test -n "$(COMPOSE)" || { echo "Docker Compose not found: install the Docker Compose plugin ('docker compose', v2) or docker-compose (v1), or set COMPOSE to its command" >&2; exit 1; }
+
+up: compose
 	$(COMPOSE) up --build -d
 
-down:
+down: compose
 	$(COMPOSE) down
 
-logs-all:
+logs-all: compose
 	$(COMPOSE) logs -f
 
-shell-app:
+shell-app: compose
 	$(COMPOSE) exec api bash
 
-shell-db:
+shell-db: compose
 	$(COMPOSE) exec postgres sh -c 'psql -U "$$POSTGRES_USER" "$$POSTGRES_DB"'
 
-shell-redis:
+shell-redis: compose
 	$(COMPOSE) exec redis redis-cli
 
-clean:
-	-$(COMPOSE) down -v --remove-orphans
+clean:  ## compose's containers and volumes (if Compose exists), then the local state
+	$(if $(COMPOSE),-$(COMPOSE) down -v --remove-orphans)
 	rm -rf .mini-ledger .pytest_cache .ruff_cache .mypy_cache
 
 bench: install  ## load test against pgbench's yardstick; writes bench/results/latest.{json,md}
