@@ -10,7 +10,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -382,24 +381,14 @@ def cmd_import(arguments: argparse.Namespace) -> int:
         sys.stderr.write("no API key: pass --api-key, or set MINI_LEDGER_API_KEY\n")
         return 2
     try:
-        progress = run_import(path, url, api_key, arguments.batch_size, rejects, arguments.wait)
+        failures = Path(arguments.failures) if arguments.failures else None
+        progress = run_import(
+            path, url, api_key, arguments.batch_size, rejects, arguments.wait, failures
+        )
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: run the same command again to resume (nothing repeats)\n")
         return 130
-    elapsed = time.monotonic() - progress.started
-    summary = {
-        "rows": progress.rows,
-        "accepted": progress.accepted,
-        "refused": progress.refused,
-        "completed": progress.completed,
-        "failed": progress.failed,
-        "pending": progress.accepted - progress.settled,
-        "batches": len(progress.batches),
-        "elapsed_s": round(elapsed, 2),
-        "settled_per_s": round(progress.settled / elapsed, 1) if elapsed > 0 else None,
-        "rejects": str(rejects),
-    }
-    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.write(json.dumps(progress.summary(rejects)) + "\n")
     return 0
 
 
@@ -433,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importer.add_argument("--batch-size", type=int, default=1000, help="rows per POST /batches")
     importer.add_argument("--rejects", help="where refused rows go (default: FILE.rejects.csv)")
+    importer.add_argument(
+        "--failures",
+        help="with --wait: where rows the workers failed go (default: FILE.failures.csv)",
+    )
     importer.add_argument(
         "--wait", action="store_true", help="wait until every accepted transfer is final"
     )
