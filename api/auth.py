@@ -33,7 +33,12 @@ KEY_CACHE_MAX_ENTRIES = 10_000
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # SPEC's open paths: what probes, scrapers and a first-time reader of the docs need.
 PUBLIC_PATHS = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {
+        *("/health", "/ready", "/metrics", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"),
+        # Swagger UI's own assets, served by the API (`api/docs.py`): `/docs` works offline.
+        *("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"),
+        "/docs/assets/favicon.png",
+    }
 )
 
 Authenticate = Callable[[str], Awaitable[Actor]]

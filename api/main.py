@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.auth import AuthMiddleware, KeyCache, RateLimiter
+from api.docs import create_documented_app
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from api.routers import api_keys, batches, merchants, operations, transfers
@@ -31,6 +32,17 @@ VERSIONED_ROUTERS = (
     api_keys.router,
 )
 REDIS_SOCKET_TIMEOUT_S = 5
+DESCRIPTION = """\
+Every request but `/health`, `/docs` and `/openapi.json` carries `Authorization: Bearer <API key>`
+(**Authorize** above; `make run` prints the admin key and keeps it in `.mini-ledger/admin.key`).
+
+Every body repeats its status: `{"status": 200, "result": ...}`, `{"status": 404, "error":
+"..."}`, and for a malformed request `{"status": 422, "error": ["..."], "details": [{"field":
+"body.amount", "message": "..."}]}`.
+
+The examples run as-is once merchants `alice` (2% fee) and `bob` exist and alice holds BTC
+(`POST /v1/merchants`, then `POST /v1/merchants/balance` with alice's id).
+"""
 
 
 @asynccontextmanager
@@ -58,10 +70,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
-    app = FastAPI(
+    app = create_documented_app(
         title="Mini Ledger",
         version="0.1.0",
         summary="Queue-backed multi-currency transfers between merchants, exactly once.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.settings = settings

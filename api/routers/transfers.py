@@ -18,6 +18,19 @@ from shared.services import transfers
 
 router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSONRoute)
 
+_STRING = {"type": "string"}
+SUBMIT_HEADERS = {
+    "Location": {"description": "The transfer: `/v1/transfers/{id}`.", "schema": _STRING},
+    "Idempotent-Replayed": {
+        "description": "`true` when this key already named this request: its transfer, again.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Preference-Applied": {
+        "description": "`wait=N` when `Prefer: wait=N` was honoured (N capped at 30).",
+        "schema": _STRING,
+    },
+}
+
 
 def transfer_response(
     transfer: Transfer, prefix: str, *, replayed: bool = False, wait_applied: int | None = None
@@ -37,7 +50,12 @@ def transfer_response(
     status_code=202,
     response_model=Envelope[TransferRead],
     responses={
-        200: {"model": Envelope[TransferRead]},
+        200: {
+            "model": Envelope[TransferRead],
+            "description": "Final (`completed` or `failed`), e.g. within `Prefer: wait=N`",
+            "headers": SUBMIT_HEADERS,
+        },
+        202: {"description": "Recorded, `pending`: poll `Location`", "headers": SUBMIT_HEADERS},
         **error_responses(400, 403, 404, 413, 422, 503),
     },
     summary="Submit a transfer (recorded as pending, applied by a worker)",
