@@ -21,7 +21,7 @@ import httpx
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--merchants", type=int, default=200)
     parser.add_argument("--out", default="transfers.csv")
