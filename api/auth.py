@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
@@ -42,30 +44,43 @@ PUBLIC_PATHS = frozenset(
 )
 
 Authenticate = Callable[[str], Awaitable[Actor]]
+T = TypeVar("T")
 
 
 class KeyCache:
-    """Resolved keys (and refused secrets) for a short time: one database read per key per TTL."""
+    """Resolved keys, and refused secrets, for a short time: one database read per key per TTL.
+
+    Two bounded caches, least recently used out first: a flood of made-up secrets fills only
+    the refusals' and never pushes a live key out.
+    """
 
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
-        self._entries: dict[str, tuple[float, Actor | None]] = {}
+        self._live: OrderedDict[str, tuple[float, Actor]] = OrderedDict()
+        self._refused: OrderedDict[str, float] = OrderedDict()
 
     async def resolve(self, secret: str) -> Actor:
         now = time.monotonic()
-        cached = self._entries.get(secret)
-        if cached is None or cached[0] < now:
-            try:
-                actor: Actor | None = await self._authenticate(secret)
-            except Unauthenticated:
-                actor = None
-            if len(self._entries) >= KEY_CACHE_MAX_ENTRIES:
-                self._entries.clear()
-            cached = (now + KEY_CACHE_TTL_S, actor)
-            self._entries[secret] = cached
-        if cached[1] is None:
+        if (live := self._live.get(secret)) is not None and live[0] >= now:
+            self._live.move_to_end(secret)
+            return live[1]
+        if (refused_until := self._refused.get(secret)) is not None and refused_until >= now:
             raise Unauthenticated()
-        return cached[1]
+        try:
+            actor = await self._authenticate(secret)
+        except Unauthenticated:
+            _remember(self._refused, secret, now + KEY_CACHE_TTL_S)
+            raise
+        self._refused.pop(secret, None)
+        _remember(self._live, secret, (now + KEY_CACHE_TTL_S, actor))
+        return actor
+
+
+def _remember(cache: OrderedDict[str, T], key: str, value: T) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > KEY_CACHE_MAX_ENTRIES:
+        cache.popitem(last=False)
 
 
 def limiter_storage_uri(settings: Settings) -> str:

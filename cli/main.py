@@ -314,7 +314,9 @@ def cmd_flower(_: argparse.Namespace) -> int:
     if ":" not in basic_auth:
         sys.stderr.write("Flower needs FLOWER_BASIC_AUTH=user:password; refusing to start open\n")
         return 2
-    return _celery("flower", f"--address={host}", f"--port={port}", f"--basic-auth={basic_auth}")
+    # Flower reads FLOWER_BASIC_AUTH from the environment itself: the password stays off the
+    # command line, where any local user could read it.
+    return _celery("flower", f"--address={host}", f"--port={port}")
 
 
 def cmd_audit(_: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""The worker's side of the ledger (sync): claim, open, lock, write plans, sweep.
+"""The worker's side of the ledger (sync): claim, open, lock, write plans; find stale ones.
 
-`write_journal` is the one writer of postings: every path (a single transfer, a drained
-backlog, a bulk group, the sweep) claims its transfers, locks their accounts and writes what the
-domain's `Journal` planned, in the same statements.
+`write_journal` is the one writer of transfers' postings: every path (a single transfer, a
+drained backlog, a bulk group, the groups the sweep re-enqueues) claims its transfers, locks their
+accounts and writes what the domain's `Journal` planned, in the same statements. (A balance's
+initial amount is written when the balance is opened, `shared/db/merchants.py`.)
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ class LedgerRepository:
 
     def record_apply_failures(
         self, transfer_ids: list[uuid.UUID], *, reason: str, max_failures: int, backoff_s: float
-    ) -> list[uuid.UUID]:
-        """Count a failed attempt on each transfer; the ones that reached the bound fail now."""
+    ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        """Count a failed attempt on each still-pending transfer: (those that wait for another
+        try, those that reached the bound and failed now)."""
         rows = self._connection.execute(
             _RECORD_APPLY_FAILURES,
             {
@@ -230,7 +232,11 @@ class LedgerRepository:
                 "failed": TransferState.FAILED,
             },
         )
-        return [row.id for row in rows if row.state == TransferState.FAILED]
+        outcomes = rows.all()
+        return (
+            [row.id for row in outcomes if row.state == TransferState.PENDING],
+            [row.id for row in outcomes if row.state == TransferState.FAILED],
+        )
 
     def claim_stale_pending(self, older_than_s: float, limit: int) -> list[uuid.UUID]:
         """Mark up to `limit` transfers pending since before `older_than_s` as enqueued now.

@@ -181,6 +181,9 @@ class TransferRepository:
         """
         if not new:
             return {}
+        # In key order: two batches racing on the same keys then wait on each other in the
+        # same order, never in a cycle (answers are matched back by key, so order is free).
+        new = sorted(new, key=lambda transfer: transfer.idempotency_key)
         result = await self._connection.execute(
             _INSERT_PENDING_MANY,
             {

@@ -1,9 +1,9 @@
 """Applying pending transfers (the worker's use case): one path for one transfer or a thousand.
 
 Every path — a single transfer behind its Redis locks, a drained backlog, a bulk group, the
-sweep — runs `apply_group`: one transaction claims the transfers, opens and locks their
-accounts in the one global order, plans each transfer in order with the domain's `Journal`,
-and writes the journal with one repository method.
+groups the sweep re-enqueues — runs `apply_group`: one transaction claims the transfers, opens
+and locks their accounts in the one global order, plans each transfer in order with the
+domain's `Journal`, and writes the journal with one repository method.
 
 A transfer whose planning raises (a bug, never a business refusal) is set aside without holding
 back the others; a group whose write the database refuses is split until the offending transfer
@@ -41,7 +41,7 @@ class GroupResult:
     failed: list[uuid.UUID] = field(default_factory=list)
     # Final already, or being applied by another worker right now.
     skipped: int = 0
-    # Applying raised; retried later (or failed for good, then also in `failed`).
+    # Applying raised; they wait for another try (those that reached the bound are in `failed`).
     faulted: list[uuid.UUID] = field(default_factory=list)
     # The Redis locks stayed busy: nothing was tried; the caller tries again later.
     locks_busy: bool = False
@@ -106,7 +106,7 @@ def _apply_once(db: SyncDatabase, transfer_ids: list[uuid.UUID]) -> GroupResult:
 def _record_faults(db: SyncDatabase, transfer_ids: list[uuid.UUID], error: str) -> GroupResult:
     """Count a failed attempt on each transfer; fail (moving nothing) those at the bound."""
     with db.transaction() as connection:
-        given_up = LedgerRepository(connection).record_apply_failures(
+        retrying, given_up = LedgerRepository(connection).record_apply_failures(
             transfer_ids,
             reason=APPLY_FAILED_REASON,
             max_failures=MAX_APPLY_FAILURES,
@@ -116,7 +116,7 @@ def _record_faults(db: SyncDatabase, transfer_ids: list[uuid.UUID], error: str) 
         log.error(
             "transfer failed after repeated faults", transfer_id=str(transfer_id), error=error
         )
-    return GroupResult(failed=given_up, faulted=transfer_ids)
+    return GroupResult(failed=given_up, faulted=retrying)
 
 
 def apply_queued_transfer(
