@@ -1,5 +1,3 @@
-import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -7,30 +5,10 @@ import pytest
 from shared.domain.errors import InvalidInput
 from shared.domain.merchants import parse_merchant_name
 from shared.domain.transfers import (
-    Transfer,
     TransferRequest,
     TransferState,
     parse_idempotency_key,
 )
-
-
-def make_transfer(
-    amount: str = "250", fee: str = "5", state: TransferState = TransferState.PENDING
-) -> Transfer:
-    return Transfer(
-        id=uuid.uuid4(),
-        sender_id=uuid.uuid4(),
-        receiver_id=uuid.uuid4(),
-        amount=Decimal(amount),
-        fee=Decimal(fee),
-        percent_fee=Decimal("2"),
-        currency="USD",
-        idempotency_key="k",
-        state=state,
-        failure_reason=None,
-        created=datetime.now(UTC),
-        processed=None,
-    )
 
 
 class TestTransferState:
