@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    StrictBool,
     model_validator,
 )
 from pydantic.config import JsonDict
@@ -110,6 +111,17 @@ class MerchantCreate(RequestModel):
 
     name: MerchantNameIn
     percent_fee: PercentFeeIn
+
+
+class MerchantUpdate(RequestModel):
+    """What to change; a field left out stays as it is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"percent_fee": "1.50"}, {"archived": True}]}
+    )
+
+    percent_fee: PercentFeeIn | None = None
+    archived: StrictBool | None = None
 
 
 class BalanceCreate(RequestModel):

@@ -88,4 +88,13 @@ ALICE_KEY_ID=$(curl -sf "$BASE/api-keys" | python3 -c 'import json,sys; print([k
 curl -sf -X DELETE "$BASE/api-keys/$ALICE_KEY_ID" >/dev/null
 sleep 1
 expect "revoked key" "$(command curl -s -o /dev/null -w '%{http_code}' -H "$AS_ALICE" "$BASE/merchants/$ALICE")" "401"
+
+# 11. Changing a merchant: a fee for later transfers, and archiving
+expect "new fee" "$(curl -sf -X PATCH "$BASE/merchants/$ALICE" -H "$JSON" -d '{"percent_fee": "1.50"}' \
+  | field '["result"]["percent_fee"]')" "1.50"
+curl -sf -X PATCH "$BASE/merchants/$BOB" -H "$JSON" -d '{"archived": true}' >/dev/null
+expect "to an archived merchant" "$(curl -s -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency-Key: arch-$RUN" \
+  -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$BOB\", \"amount\": 0.01, \"currency\": \"BTC\"}" \
+  | field '["error"]')" "Merchant $BOB is archived"
+curl -sf -X PATCH "$BASE/merchants/$BOB" -H "$JSON" -d '{"archived": false}' >/dev/null
 echo "demo finished: every README example answered as documented"

@@ -15,6 +15,7 @@ from api.schemas import (
     Envelope,
     MerchantCreate,
     MerchantRead,
+    MerchantUpdate,
     MerchantWithBalancesRead,
 )
 from shared.services import merchants
@@ -30,6 +31,21 @@ router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSO
 )
 async def create_merchant(body: MerchantCreate, db: DB, actor: Caller) -> JSONResponse:
     merchant = await merchants.create_merchant(db, actor, body.name, body.percent_fee)
+    return envelope(MerchantRead.model_validate(merchant))
+
+
+@router.patch(
+    "/{merchant_name}",
+    response_model=Envelope[MerchantRead],
+    responses=error_responses(403, 404, 413, 422, 503),
+    summary="Change a merchant's fee (for later transfers) or archive it (admin)",
+)
+async def update_merchant(
+    merchant_name: str, body: MerchantUpdate, db: DB, actor: Caller
+) -> JSONResponse:
+    merchant = await merchants.update_merchant(
+        db, actor, merchant_name, body.percent_fee, body.archived
+    )
     return envelope(MerchantRead.model_validate(merchant))
 
 

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -79,6 +79,29 @@ class MerchantRepository:
 
     async def get_by_name(self, name: str) -> Merchant | None:
         statement = select(*merchants.c).where(merchants.c.name == name)
+        row = (await self._connection.execute(statement)).one_or_none()
+        return None if row is None else _merchant(row)
+
+    async def update(
+        self, name: str, percent_fee: Decimal | None, archived: bool | None
+    ) -> Merchant | None:
+        """Change what is given (None: keep it); `updated` moves only if something changed.
+
+        A transfer snapshots its fee at submission, so a new fee applies to later ones only.
+        """
+        fee = merchants.c.percent_fee if percent_fee is None else percent_fee
+        flag = merchants.c.archived if archived is None else archived
+        changed = (merchants.c.percent_fee != fee) | (merchants.c.archived != flag)
+        statement = (
+            merchants.update()
+            .where(merchants.c.name == name)
+            .values(
+                percent_fee=fee,
+                archived=flag,
+                updated=case((changed, func.clock_timestamp()), else_=merchants.c.updated),
+            )
+            .returning(*merchants.c)
+        )
         row = (await self._connection.execute(statement)).one_or_none()
         return None if row is None else _merchant(row)
 

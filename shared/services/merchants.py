@@ -18,6 +18,21 @@ async def create_merchant(db: Database, actor: Actor, name: str, percent_fee: De
         return await MerchantRepository(connection).insert(name, percent_fee)
 
 
+async def update_merchant(
+    db: Database, actor: Actor, name: str, percent_fee: Decimal | None, archived: bool | None
+) -> Merchant:
+    """Change a merchant's fee (for transfers submitted from now on) or archive flag (admin).
+
+    An archived merchant can neither send nor receive new transfers; its pending ones settle.
+    """
+    actor.require_admin()
+    async with db.autocommit() as connection:
+        merchant = await MerchantRepository(connection).update(name, percent_fee, archived)
+    if merchant is None:
+        raise MerchantNotFound(name)
+    return merchant
+
+
 async def get_merchant(db: Database, actor: Actor, name: str) -> MerchantWithBalances:
     """The merchant with its balances; a merchant key sees only its own (others do not exist)."""
     if not actor.is_admin and name != actor.merchant_name:

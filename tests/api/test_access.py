@@ -138,6 +138,18 @@ def endpoints(w: World) -> list[tuple[str, str, str, dict[str, Any] | None, dict
             },
         ),
         (
+            "change merchant",
+            "PATCH",
+            f"/v1/merchants/{own}",
+            {"percent_fee": "0"},
+            {
+                "admin": (200, None),
+                "own_write": FORBIDDEN,
+                "own_read": FORBIDDEN,
+                "other": FORBIDDEN,
+            },
+        ),
+        (
             "get merchant",
             "GET",
             f"/v1/merchants/{own}",
@@ -297,7 +309,8 @@ def endpoints(w: World) -> list[tuple[str, str, str, dict[str, Any] | None, dict
 
 
 ENDPOINT_NAMES = [
-    "create merchant", "open balance", "get merchant", "list balances", "submit transfer",
+    "create merchant", "open balance", "change merchant", "get merchant", "list balances",
+    "submit transfer",
     "get own transfer", "get unrelated transfer", "list transfers", "submit batch",
     "get admin's batch", "get own batch", "queue status", "create key", "list keys", "revoke key",
 ]  # fmt: skip

@@ -1,10 +1,25 @@
 """Merchants and balances through the API, against real PostgreSQL."""
 
 import uuid
+from decimal import Decimal
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
-from tests.helpers import create_merchant, open_balance, unique
+from shared.infra.database import SyncDatabase
+from shared.services.posting import apply_group
+from tests.helpers import (
+    assert_ledger_consistent,
+    balance_of,
+    create_merchant,
+    funded_merchant,
+    open_balance,
+    record_pending,
+    settle,
+    submit,
+    unique,
+)
 
 
 class TestCreateMerchant:
@@ -151,3 +166,84 @@ class TestBalances:
     ) -> None:
         response = await api_client.get("/merchants/nobody-here/balance")
         assert response.status_code == 404
+
+
+class TestUpdateMerchant:
+    async def test_a_new_fee_applies_to_later_transfers_only(
+        self, client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "1000", percent_fee="1")
+        receiver = await create_merchant(client)
+        (earlier,) = await record_pending(
+            app.state.database, [(sender["name"], receiver["name"], Decimal(100))]
+        )
+        response = await client.patch(f"/v1/merchants/{sender['name']}", json={"percent_fee": 5})
+        assert response.status_code == 200
+        changed = response.json()["result"]
+        assert changed["percent_fee"] == "5.00" and changed["updated"] > sender["updated"]
+        later = await submit(client, sender["name"], receiver["name"], "100")
+        apply_group(sync_db, [earlier.id])
+        (first, second) = await settle(client, [str(earlier.id), later.json()["result"]["id"]])
+        assert (first["fee"], first["percent_fee"]) == ("1.00000000", "1.00")
+        assert (second["fee"], second["percent_fee"]) == ("5.00000000", "5.00")
+        assert await balance_of(client, sender["name"]) == Decimal("1000") - 101 - 105
+        assert_ledger_consistent(sync_db)
+
+    async def test_an_archived_merchant_neither_sends_nor_receives_until_unarchived(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        sender = await funded_merchant(client, "100")
+        other = await funded_merchant(client, "100")
+        archived = await client.patch(f"/v1/merchants/{sender['name']}", json={"archived": True})
+        assert archived.json()["result"]["archived"] is True
+        for payer, payee in ((sender, other), (other, sender)):
+            refused = await submit(client, payer["name"], payee["name"], "1")
+            assert (refused.status_code, refused.json()["error"]) == (
+                400,
+                f"Merchant {sender['name']} is archived",
+            )
+        await client.patch(f"/v1/merchants/{sender['name']}", json={"archived": False})
+        assert (await submit(client, sender["name"], other["name"], "1")).status_code == 202
+
+    async def test_pending_transfers_of_an_archived_merchant_still_settle(
+        self, client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "100")
+        receiver = await create_merchant(client)
+        (pending,) = await record_pending(
+            app.state.database, [(sender["name"], receiver["name"], Decimal(10))]
+        )
+        await client.patch(f"/v1/merchants/{sender['name']}", json={"archived": True})
+        assert apply_group(sync_db, [pending.id]).completed == [pending.id]
+        assert await balance_of(client, receiver["name"]) == Decimal(10)
+
+    async def test_nothing_to_change_changes_nothing(self, api_client: httpx.AsyncClient) -> None:
+        merchant = await create_merchant(api_client, percent_fee="2")
+        response = await api_client.patch(f"/v1/merchants/{merchant['name']}", json={})
+        assert response.status_code == 200
+        assert response.json()["result"] == merchant
+
+    async def test_an_unknown_merchant_is_404(self, api_client: httpx.AsyncClient) -> None:
+        name = unique("ghost")
+        response = await api_client.patch(f"/v1/merchants/{name}", json={"archived": True})
+        assert (response.status_code, response.json()["error"]) == (
+            404,
+            f"Merchant {name} does not exist",
+        )
+
+    @pytest.mark.parametrize(
+        ("body", "field", "message"),
+        [
+            ({"percent_fee": "101"}, "body.percent_fee", "Percent fee must be between 0 and 100"),
+            ({"archived": "yes"}, "body.archived", "Input should be a valid boolean"),
+            ({"name": "renamed"}, "body.name", "Extra inputs are not permitted"),
+        ],
+    )
+    async def test_invalid_changes_are_422_naming_the_field(
+        self, api_client: httpx.AsyncClient, body: dict[str, object], field: str, message: str
+    ) -> None:
+        merchant = await create_merchant(api_client)
+        response = await api_client.patch(f"/v1/merchants/{merchant['name']}", json=body)
+        assert response.status_code == 422
+        assert response.json()["error"] == [message]
+        assert response.json()["details"] == [{"field": field, "message": message}]
