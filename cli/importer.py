@@ -212,22 +212,9 @@ def chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 def post_batch(client: httpx.Client, items: list[dict[str, Any]]) -> dict[str, Any]:
     """POST /batches, retrying what the service says to retry (safe: every row has its key)."""
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            response = client.post("/batches", json={"transfers": items})
-        except httpx.TransportError as error:
-            problem = str(error)
-        else:
-            if response.status_code == 202:
-                result: dict[str, Any] = response.json()["result"]
-                return result
-            if response.status_code not in (502, 503, 504):
-                raise SystemExit(f"POST /batches answered {response.status_code}: {response.text}")
-            problem = f"status {response.status_code}"
-        delay = RETRY_BASE_S * 2**attempt
-        sys.stderr.write(f"\nPOST /batches failed ({problem}); retrying in {delay:.1f}s\n")
-        time.sleep(delay)
-    raise SystemExit(f"POST /batches kept failing after {MAX_ATTEMPTS} attempts")
+    answer = _request(client, "POST", "/batches", 202, json={"transfers": items})
+    result: dict[str, Any] = answer["result"]
+    return result
 
 
 @dataclass
@@ -257,23 +244,30 @@ class Batches:
 
 
 def _get(client: httpx.Client, url: str, **params: Any) -> dict[str, Any]:
-    """GET, retrying what the service says to retry."""
+    return _request(client, "GET", url, 200, params=params)
+
+
+def _request(
+    client: httpx.Client, method: str, url: str, expected: int, **options: Any
+) -> dict[str, Any]:
+    """One request, retried with backoff when the service says so (502-504) or the connection
+    drops; any other answer than `expected` stops the import."""
     for attempt in range(MAX_ATTEMPTS):
         try:
-            response = client.get(url, params=params)
+            response = client.request(method, url, **options)
         except httpx.TransportError as error:
             problem = str(error)
         else:
-            if response.status_code == 200:
+            if response.status_code == expected:
                 body: dict[str, Any] = response.json()
                 return body
             if response.status_code not in (502, 503, 504):
-                raise SystemExit(f"GET {url} answered {response.status_code}: {response.text}")
+                raise SystemExit(f"{method} {url} answered {response.status_code}: {response.text}")
             problem = f"status {response.status_code}"
         delay = RETRY_BASE_S * 2**attempt
-        sys.stderr.write(f"\nGET {url} failed ({problem}); retrying in {delay:.1f}s\n")
+        sys.stderr.write(f"\n{method} {url} failed ({problem}); retrying in {delay:.1f}s\n")
         time.sleep(delay)
-    raise SystemExit(f"GET {url} kept failing after {MAX_ATTEMPTS} attempts")
+    raise SystemExit(f"{method} {url} kept failing after {MAX_ATTEMPTS} attempts")
 
 
 def _moment(timestamp: str) -> datetime:
