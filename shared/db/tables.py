@@ -67,7 +67,7 @@ accounts = Table(
     "accounts",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(16), nullable=False, server_default=text("'transfer'")),
     Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
     Column("currency", String(10), nullable=False),
     Column("shard", SmallInteger, nullable=True),
@@ -111,8 +111,16 @@ transfers = Table(
     Column("idempotency_scope", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
     Column("idempotency_key", String(255), nullable=False),
     Column("request_fingerprint", String(64), nullable=False),
-    Column("from_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
-    Column("to_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=False),
+    Column("kind", String(16), nullable=False, server_default=text("'transfer'")),
+    # NULL for a deposit (money from outside) and a withdrawal (money paid out) respectively.
+    Column("from_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    Column("to_merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    # A reversal's original transfer.
+    Column("reverses", UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True),
+    # On a `transfer`: the amount and fee its completed reversals gave back (NULL on other
+    # kinds). The only columns of a final transfer that change: the trigger lets them grow.
+    Column("reversed_amount", Money, nullable=True, server_default=text("0")),
+    Column("reversed_fee", Money, nullable=True, server_default=text("0")),
     Column("amount", Money, nullable=False),
     Column("fee", Money, nullable=False),
     Column("percent_fee", Percent, nullable=False),
@@ -129,6 +137,23 @@ transfers = Table(
     Column("apply_failures", SmallInteger, nullable=False, server_default=text("0")),
     CheckConstraint("idempotency_key ~ '^[\\x21-\\x7e]{1,255}$'", name="idempotency_key"),
     CheckConstraint("from_merchant_id <> to_merchant_id", name="distinct_merchants"),
+    CheckConstraint("kind IN ('transfer', 'deposit', 'withdrawal', 'reversal')", name="kind"),
+    CheckConstraint(
+        "(from_merchant_id IS NULL) = (kind = 'deposit')"
+        " AND (to_merchant_id IS NULL) = (kind = 'withdrawal')",
+        name="parties",
+    ),
+    CheckConstraint("(kind = 'reversal') = (reverses IS NOT NULL)", name="reverses"),
+    CheckConstraint(
+        "(kind = 'transfer') = (reversed_amount IS NOT NULL)"
+        " AND (kind = 'transfer') = (reversed_fee IS NOT NULL)"
+        " AND reversed_amount BETWEEN 0 AND amount AND reversed_fee BETWEEN 0 AND fee",
+        name="reversed",
+    ),
+    CheckConstraint(
+        "kind NOT IN ('deposit', 'withdrawal') OR (fee = 0 AND percent_fee = 0)",
+        name="feeless_kinds",
+    ),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("fee >= 0", name="fee_not_negative"),
     CheckConstraint("percent_fee BETWEEN 0 AND 100", name="percent_fee_range"),
@@ -144,6 +169,7 @@ transfers = Table(
     ),
     Index("ix_transfers_to_created_id", "to_merchant_id", text("created DESC"), text("id DESC")),
     Index("ix_transfers_pending_enqueued", "enqueued", postgresql_where=text("state = 'pending'")),
+    Index("ix_transfers_reverses", "reverses", postgresql_where=text("reverses IS NOT NULL")),
 )
 
 # The journal: append-only (a trigger refuses UPDATE and DELETE). A movement (a transfer, or a
@@ -158,7 +184,10 @@ entries = Table(
     Column("amount", Money, nullable=False),
     Column("balance_after", Money, nullable=False),
     Column("account_version", BigInteger, nullable=False),
-    _created(),
+    # Stamped when written, under the account's row lock: time order = version order.
+    Column(
+        "created", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    ),
     CheckConstraint("amount <> 0", name="amount_not_zero"),
     CheckConstraint("transfer_id IS NULL OR transfer_id = movement_id", name="movement"),
     Index("uq_entries_account_version", "account_id", "account_version", unique=True),
