@@ -32,6 +32,23 @@ class BalanceNotFound(LedgerError):
         super().__init__(f"From merchant balance with currency {currency} does not exist")
 
 
+class MerchantBalanceNotFound(LedgerError):
+    def __init__(self, currency: str) -> None:
+        super().__init__(f"Merchant balance with currency {currency} does not exist")
+
+
+class NotReversible(LedgerError):
+    def __init__(self) -> None:
+        super().__init__("Only completed transfers can be reversed")
+
+
+class ReversalExceedsRemainder(LedgerError):
+    MESSAGE = "Amount exceeds the reversible remainder"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
 class MerchantArchived(LedgerError):
     def __init__(self, name: str) -> None:
         super().__init__(f"Merchant {name} is archived")
