@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import DB, Caller
@@ -18,7 +20,8 @@ from api.schemas import (
     MerchantUpdate,
     MerchantWithBalancesRead,
 )
-from shared.services import merchants
+from api.statement_schemas import StatementEnvelope, StatementQuery, StatementRead
+from shared.services import merchants, statements
 
 router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSONRoute)
 
@@ -82,3 +85,18 @@ async def get_merchant(merchant_name: str, db: DB, actor: Caller) -> JSONRespons
 async def list_balances(merchant_name: str, db: DB, actor: Caller) -> JSONResponse:
     balances = await merchants.list_balances(db, actor, merchant_name)
     return envelope([BalanceRead.model_validate(balance) for balance in balances])
+
+
+@router.get(
+    "/{merchant_name}/statement",
+    response_model=StatementEnvelope,
+    responses=error_responses(404, 503),
+    summary="A balance's journal over [from, to), oldest first, paginated",
+)
+async def get_statement(
+    merchant_name: str, query: Annotated[StatementQuery, Query()], db: DB, actor: Caller
+) -> JSONResponse:
+    statement = await statements.get_statement(
+        db, actor, merchant_name, query.currency, query.window(), query.cursor, query.limit
+    )
+    return envelope(StatementRead.of(statement), next_cursor=statement.next_cursor)
