@@ -13,7 +13,7 @@ from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.docs import create_documented_app
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
-from api.routers import api_keys, batches, merchants, operations, transfers
+from api.routers import api_keys, batches, merchants, movements, operations, transfers
 from shared.infra.config import Settings, get_settings
 from shared.infra.database import Database
 from shared.infra.engine import create_api_engine
@@ -27,6 +27,7 @@ API_VERSION_PREFIX = "/v1"
 VERSIONED_ROUTERS = (
     merchants.router,
     transfers.router,
+    movements.router,
     batches.router,
     operations.router,
     api_keys.router,

@@ -33,7 +33,13 @@ from shared.domain.money import (
     parse_currency,
     parse_percent_fee,
 )
-from shared.domain.transfers import TransferRequest, TransferState, parse_idempotency_key
+from shared.domain.transfers import (
+    ReversalRequest,
+    TransferKind,
+    TransferRequest,
+    TransferState,
+    parse_idempotency_key,
+)
 
 T = TypeVar("T")
 
@@ -163,6 +169,34 @@ class TransferCreate(RequestModel):
         return TransferRequest(self.from_merchant, self.to_merchant, self.amount, self.currency)
 
 
+class MovementCreate(RequestModel):
+    """A deposit or a withdrawal: one merchant, an amount, a currency."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"merchant": "alice", "amount": "0.5", "currency": "BTC"}]}
+    )
+
+    merchant: MerchantNameIn
+    amount: AmountIn
+    currency: CurrencyIn
+
+    def to_domain(self, kind: TransferKind) -> TransferRequest:
+        if kind is TransferKind.DEPOSIT:
+            return TransferRequest(None, self.merchant, self.amount, self.currency, kind)
+        return TransferRequest(self.merchant, None, self.amount, self.currency, kind)
+
+
+class ReversalCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": "0.05"}, {}]})
+
+    amount: AmountIn | None = Field(
+        default=None, description="Default: all of the transfer that is not reversed yet."
+    )
+
+    def to_domain(self, original_id: UUID) -> ReversalRequest:
+        return ReversalRequest(original_id, self.amount)
+
+
 class ApiKeyCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -213,6 +247,7 @@ _MERCHANT_EXAMPLE: JsonDict = {
 }
 _TRANSFER_EXAMPLE: JsonDict = {
     "id": TRANSFER_ID,
+    "kind": "transfer",
     "from_merchant_id": ALICE_ID,
     "to_merchant_id": BOB_ID,
     "amount": "0.10000000",
@@ -224,6 +259,8 @@ _TRANSFER_EXAMPLE: JsonDict = {
     "failure_reason": None,
     "created": CREATED,
     "processed": None,
+    "reverses": None,
+    "reversed_amount": "0.00000000",
 }
 _API_KEY_EXAMPLE: JsonDict = {
     "id": KEY_ID,
@@ -292,11 +329,19 @@ class TransferRead(ReadModel):
     )
 
     id: UUID
+    kind: TransferKind = Field(
+        description="`transfer` (merchant to merchant, with the fee), `deposit`, `withdrawal` "
+        "or `reversal` (money of an earlier transfer given back)."
+    )
     # The wire says from/to; inside, a transfer has a sender and a receiver.
-    from_merchant_id: UUID = Field(validation_alias="sender_id")
-    to_merchant_id: UUID = Field(validation_alias="receiver_id")
+    from_merchant_id: UUID | None = Field(
+        validation_alias="sender_id", description="null on a deposit."
+    )
+    to_merchant_id: UUID | None = Field(
+        validation_alias="receiver_id", description="null on a withdrawal."
+    )
     amount: AmountOut
-    fee: AmountOut
+    fee: AmountOut = Field(description="On a reversal: the fee it gives back.")
     percent_fee: PercentOut
     currency: str
     idempotency_key: str
@@ -306,6 +351,10 @@ class TransferRead(ReadModel):
     failure_reason: str | None
     created: Timestamp
     processed: Timestamp | None
+    reverses: UUID | None = Field(description="A reversal's original transfer; else null.")
+    reversed_amount: AmountOut | None = Field(
+        description="On a `transfer`: the sum of its completed reversals; else null."
+    )
 
 
 class Envelope(BaseModel, Generic[T]):

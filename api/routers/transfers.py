@@ -1,4 +1,5 @@
-"""Transfers: submit (202 + Location), poll, list."""
+"""Transfers: submit (202 + Location), reverse, poll, list (deposits and withdrawals are
+submitted in `movements.py` and read here like any transfer)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from api.deps import DB, Caller, IdempotencyKey, PathPrefix, RequestId, Waiter, 
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
-from api.schemas import CurrencyIn, Envelope, PageEnvelope, TransferCreate, TransferRead
-from shared.domain.transfers import Transfer, TransferFilter, TransferState
+from api.schemas import (
+    CurrencyIn,
+    Envelope,
+    PageEnvelope,
+    ReversalCreate,
+    TransferCreate,
+    TransferRead,
+)
+from shared.domain.access import Actor
+from shared.domain.transfers import Transfer, TransferFilter, TransferKind, TransferState
+from shared.infra.database import Database
+from shared.infra.notifications import FinalStateWaiter
 from shared.services import transfers
 
 router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSONRoute)
@@ -45,19 +56,38 @@ def transfer_response(
     return envelope(TransferRead.model_validate(transfer), status=status, headers=headers)
 
 
-@router.post(
-    "",
-    status_code=202,
-    response_model=Envelope[TransferRead],
-    responses={
+async def submission_response(
+    submission: transfers.Submission,
+    db: Database,
+    actor: Actor,
+    waiter: FinalStateWaiter,
+    wait_s: int | None,
+    prefix: str,
+) -> JSONResponse:
+    """The answer to a submission of any kind: waited on when `Prefer: wait` asks."""
+    transfer = submission.transfer
+    if wait_s is not None:
+        transfer = await transfers.wait_until_final(db, actor, waiter, transfer, wait_s)
+    return transfer_response(transfer, prefix, replayed=submission.replayed, wait_applied=wait_s)
+
+
+def submit_responses(*errors: int) -> dict[int | str, dict[str, object]]:
+    return {
         200: {
             "model": Envelope[TransferRead],
             "description": "Final (`completed` or `failed`), e.g. within `Prefer: wait=N`",
             "headers": SUBMIT_HEADERS,
         },
         202: {"description": "Recorded, `pending`: poll `Location`", "headers": SUBMIT_HEADERS},
-        **error_responses(400, 403, 404, 413, 422, 503),
-    },
+        **error_responses(*errors),
+    }
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Envelope[TransferRead],
+    responses=submit_responses(400, 403, 404, 413, 422, 503),
     summary="Submit a transfer (recorded as pending, applied by a worker)",
 )
 async def submit_transfer(
@@ -71,10 +101,34 @@ async def submit_transfer(
     prefix: PathPrefix,
 ) -> JSONResponse:
     submission = await transfers.submit_transfer(db, actor, body.to_domain(), key, request_id)
-    transfer = submission.transfer
-    if wait_s is not None:
-        transfer = await transfers.wait_until_final(db, actor, waiter, transfer, wait_s)
-    return transfer_response(transfer, prefix, replayed=submission.replayed, wait_applied=wait_s)
+    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
+
+
+@router.post(
+    "/{transfer_id}/reversals",
+    status_code=202,
+    response_model=Envelope[TransferRead],
+    responses=submit_responses(400, 403, 404, 413, 422, 503),
+    summary="Reverse a completed transfer, fully or partly (admin, or the receiver's key)",
+    description="A `reversal` from the original's receiver back to its sender: `amount` "
+    "(default: all that is not reversed yet) plus the proportional part of the fee; the "
+    "reversal that completes the original refunds exactly the fee left. 400 when the original "
+    "is not a completed transfer or the amount exceeds what is left (pending reversals count).",
+)
+async def reverse_transfer(
+    transfer_id: uuid.UUID,
+    body: ReversalCreate,
+    key: IdempotencyKey,
+    db: DB,
+    actor: Caller,
+    waiter: Waiter,
+    request_id: RequestId,
+    wait_s: WaitPreference,
+    prefix: PathPrefix,
+) -> JSONResponse:
+    request = body.to_domain(transfer_id)
+    submission = await transfers.submit_reversal(db, actor, request, key, request_id)
+    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
 
 
 @router.get(
@@ -101,11 +155,12 @@ async def list_transfers(
     receiver: Annotated[str | None, Query(alias="to")] = None,
     currency: Annotated[CurrencyIn | None, Query()] = None,
     state: Annotated[TransferState | None, Query()] = None,
+    kind: Annotated[TransferKind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     batch_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> JSONResponse:
-    where = TransferFilter(sender, receiver, currency, state, batch_id)
+    where = TransferFilter(sender, receiver, currency, state, batch_id, kind=kind)
     page = await transfers.list_transfers(db, actor, where, cursor, limit)
     result = [TransferRead.model_validate(transfer) for transfer in page.transfers]
     return envelope(result, next_cursor=page.next_cursor)

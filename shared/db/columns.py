@@ -9,10 +9,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
 from shared.db.tables import transfers
-from shared.domain.transfers import Transfer, TransferState
+from shared.domain.transfers import Transfer, TransferKind, TransferState
 
 TRANSFER_COLUMNS = (
     transfers.c.id,
+    transfers.c.kind,
     transfers.c.from_merchant_id,
     transfers.c.to_merchant_id,
     transfers.c.amount,
@@ -24,12 +25,16 @@ TRANSFER_COLUMNS = (
     transfers.c.failure_reason,
     transfers.c.created,
     transfers.c.processed,
+    transfers.c.reverses,
+    transfers.c.reversed_amount,
+    transfers.c.reversed_fee,
 )
 
 
 def to_transfer(row: Any) -> Transfer:
     return Transfer(
         id=row.id,
+        kind=TransferKind(row.kind),
         sender_id=row.from_merchant_id,
         receiver_id=row.to_merchant_id,
         amount=row.amount,
@@ -41,6 +46,9 @@ def to_transfer(row: Any) -> Transfer:
         failure_reason=row.failure_reason,
         created=row.created,
         processed=row.processed,
+        reverses=row.reverses,
+        reversed_amount=row.reversed_amount,
+        reversed_fee=row.reversed_fee,
     )
 
 

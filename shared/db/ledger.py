@@ -1,8 +1,9 @@
 """The worker's side of the ledger (sync): claim, open, lock, write plans; find stale ones.
 
-`write_journal` is the one writer of transfers' postings: every path (a single transfer, a
-drained backlog, a bulk group, the groups the sweep re-enqueues) claims its transfers, locks their
-accounts and writes what the domain's `Journal` planned, in the same statements. (A balance's
+`write_journal` is the one writer of the postings of every kind of movement: every path (a
+single transfer, a drained backlog, a bulk group, the groups the sweep re-enqueues) claims its
+transfers, locks their originals (reversals) and accounts, and writes what the domain's
+`Journal` planned, in the same statements. (A balance's
 initial amount is written when the balance is opened, `shared/db/merchants.py`.)
 """
 
@@ -15,12 +16,13 @@ from sqlalchemy import Connection, Uuid, func, select, text
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.tables import transfers
-from shared.domain.posting import AccountBalance, AccountKey, AccountKind, Journal
+from shared.domain.posting import AccountBalance, AccountKey, AccountKind, Journal, Reversed
 from shared.domain.transfers import Transfer, TransferState
 
 # Accounts a group may post to that do not exist yet (a receiver's first balance in a
-# currency, a fee shard's first fee), opened empty, in key order. No account row is locked yet
-# when this runs, so a wait here (on a concurrent opener of the same account) closes no cycle.
+# currency, a fee shard's first fee, a currency's first deposit), opened empty, in key order.
+# No account row is locked yet when this runs, so a wait here (on a concurrent opener of the
+# same account) closes no cycle.
 _OPEN_ACCOUNTS = text(
     """
     WITH merchant AS (
@@ -37,8 +39,14 @@ _OPEN_ACCOUNTS = text(
             AS wanted (currency, shard)
         ON CONFLICT DO NOTHING
         RETURNING id
+    ), issuance AS (
+        INSERT INTO accounts (id, kind, currency, amount, version)
+        SELECT gen_random_uuid(), 'issuance', currency, 0, 0
+        FROM unnest(CAST(:issuance_currencies AS varchar[])) AS wanted (currency)
+        ON CONFLICT DO NOTHING
+        RETURNING id
     )
-    SELECT id FROM merchant UNION ALL SELECT id FROM fee
+    SELECT id FROM merchant UNION ALL SELECT id FROM fee UNION ALL SELECT id FROM issuance
     """
 )
 
@@ -70,9 +78,21 @@ _LOCK_ACCOUNTS = text(
     """
 )
 
+# The originals of a group's reversals, locked (after the reversals were claimed, before any
+# account), so that concurrent reversals of one transfer settle one after the other.
+_LOCK_ORIGINALS = text(
+    """
+    SELECT id, amount, fee, reversed_amount, reversed_fee FROM transfers
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND kind = 'transfer' AND state = 'completed'
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
 # Everything a group's journal holds, in one statement: the accounts' new balances and
-# versions, the entries, and each transfer's final state. Accounts the group opened that no
-# plan posted to are removed again: a failed transfer leaves no empty balance behind.
+# versions, the entries, each transfer's final state (and settled fee), and the reversal
+# totals of the originals its reversals gave back. Accounts the group opened that no plan
+# posted to are removed again: a failed transfer leaves no empty balance behind.
 _WRITE_JOURNAL = text(
     """
     WITH unused AS (
@@ -90,11 +110,18 @@ _WRITE_JOURNAL = text(
                     CAST(:entry_amounts AS numeric[]), CAST(:entry_balances AS numeric[]),
                     CAST(:entry_versions AS bigint[]))
             AS entry (transfer_id, account_id, amount, balance_after, version)
+    ), reversed AS (
+        UPDATE transfers SET reversed_amount = total.amount, reversed_fee = total.fee
+        FROM unnest(CAST(:original_ids AS uuid[]), CAST(:reversed_amounts AS numeric[]),
+                    CAST(:reversed_fees AS numeric[])) AS total (id, amount, fee)
+        WHERE transfers.id = total.id
     )
     UPDATE transfers
-    SET state = outcome.state, failure_reason = outcome.reason, processed = clock_timestamp()
+    SET state = outcome.state, failure_reason = outcome.reason, fee = outcome.fee,
+        processed = clock_timestamp()
     FROM unnest(CAST(:transfer_ids AS uuid[]), CAST(:states AS varchar[]),
-                CAST(:reasons AS text[])) AS outcome (id, state, reason)
+                CAST(:reasons AS text[]), CAST(:fees AS numeric[]))
+        AS outcome (id, state, reason, fee)
     WHERE transfers.id = outcome.id AND transfers.state = :pending
     RETURNING transfers.id
     """
@@ -171,6 +198,16 @@ class LedgerRepository:
         )
         return [row.id for row in rows]
 
+    def lock_originals(self, transfer_ids: list[uuid.UUID]) -> dict[uuid.UUID, Reversed]:
+        """Lock the completed transfers among `transfer_ids` and read their reversal totals."""
+        if not transfer_ids:
+            return {}
+        rows = self._connection.execute(_LOCK_ORIGINALS, {"ids": sorted(set(transfer_ids))})
+        return {
+            row.id: Reversed(row.id, row.amount, row.fee, row.reversed_amount, row.reversed_fee)
+            for row in rows
+        }
+
     def open_accounts(self, keys: list[AccountKey]) -> set[uuid.UUID]:
         """Create, empty, the accounts among `keys` that do not exist yet (before any lock)."""
         return {row.id for row in self._connection.execute(_OPEN_ACCOUNTS, _key_columns(keys))}
@@ -194,6 +231,7 @@ class LedgerRepository:
             return
         entries = journal.entries
         plans = journal.plans
+        originals = journal.reversed_originals()
         written = self._connection.execute(
             _WRITE_JOURNAL,
             {
@@ -209,6 +247,10 @@ class LedgerRepository:
                 "transfer_ids": [plan.transfer_id for plan in plans],
                 "states": [plan.state.value for plan in plans],
                 "reasons": [plan.failure_reason for plan in plans],
+                "fees": [plan.fee for plan in plans],
+                "original_ids": [original.id for original in originals],
+                "reversed_amounts": [original.reversed_amount for original in originals],
+                "reversed_fees": [original.reversed_fee for original in originals],
                 "pending": TransferState.PENDING,
             },
         ).all()

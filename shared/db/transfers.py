@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, String, and_, func, select, text, true, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,26 +15,31 @@ from shared.db.tables import accounts, batch_items, merchants, transfers
 from shared.domain.transfers import (
     NewTransfer,
     Party,
+    Reversible,
     StoredTransfer,
     Transfer,
     TransferFilter,
+    TransferState,
 )
 
 _INSERT_PENDING_MANY = text(
     """
-    INSERT INTO transfers (id, idempotency_scope, idempotency_key, request_fingerprint,
+    INSERT INTO transfers (id, idempotency_scope, idempotency_key, request_fingerprint, kind,
                            from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
-                           request_id)
-    SELECT * FROM unnest(
+                           request_id, reverses, reversed_amount, reversed_fee)
+    SELECT *, reversed FROM unnest(
         CAST(:ids AS uuid[]), CAST(:scopes AS uuid[]), CAST(:keys AS varchar[]),
-        CAST(:fingerprints AS varchar[]),
+        CAST(:fingerprints AS varchar[]), CAST(:kinds AS varchar[]),
         CAST(:senders AS uuid[]), CAST(:receivers AS uuid[]), CAST(:amounts AS numeric[]),
         CAST(:fees AS numeric[]), CAST(:percent_fees AS numeric[]),
-        CAST(:currencies AS varchar[]), CAST(:request_ids AS varchar[])
-    )
+        CAST(:currencies AS varchar[]), CAST(:request_ids AS varchar[]),
+        CAST(:reverses AS uuid[]), CAST(:reversed AS numeric[])
+    ) AS new (id, scope, key, fingerprint, kind, sender, receiver, amount, fee, percent_fee,
+              currency, request_id, reverses, reversed)
     ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
-    RETURNING id, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
-              idempotency_key, state, failure_reason, created, processed
+    RETURNING id, kind, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
+              idempotency_key, state, failure_reason, created, processed, reverses,
+              reversed_amount, reversed_fee
     """
 )
 
@@ -62,6 +67,8 @@ def list_statement(
         conditions.append(transfers.c.currency == where.currency)
     if where.state is not None:
         conditions.append(transfers.c.state == where.state.value)
+    if where.kind is not None:
+        conditions.append(transfers.c.kind == where.kind.value)
     if where.party is not None:
         conditions.append(
             (transfers.c.from_merchant_id == where.party)
@@ -111,6 +118,34 @@ class TransferRepository:
             for row in await self._connection.execute(statement)
         }
 
+    async def get_reversible(self, transfer_id: uuid.UUID) -> Reversible | None:
+        """The transfer with the totals of its reversals that are still pending."""
+        reversal = transfers.alias("reversal")
+        pending = (
+            select(
+                func.coalesce(func.sum(reversal.c.amount), 0).label("amount"),
+                func.coalesce(func.sum(reversal.c.fee), 0).label("fee"),
+            )
+            .where(
+                reversal.c.reverses == transfers.c.id,
+                reversal.c.state == TransferState.PENDING.value,
+            )
+            .lateral("pending")
+        )
+        statement = (
+            select(
+                *TRANSFER_COLUMNS,
+                pending.c.amount.label("pending_amount"),
+                pending.c.fee.label("pending_fee"),
+            )
+            .select_from(transfers.join(pending, true()))
+            .where(transfers.c.id == transfer_id)
+        )
+        row = (await self._connection.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        return Reversible(to_transfer(row), row.pending_amount, row.pending_fee)
+
     async def get_parties(self, names: list[str], currencies: list[str]) -> dict[str, Party]:
         """The named merchants that exist, each with its balances among `currencies`."""
         balance = accounts.alias("balance")
@@ -157,6 +192,10 @@ class TransferRepository:
                 idempotency_scope=new.idempotency_scope,
                 idempotency_key=new.idempotency_key,
                 request_fingerprint=new.request_fingerprint,
+                kind=new.kind.value,
+                reverses=new.reverses,
+                reversed_amount=new.nothing_reversed,
+                reversed_fee=new.nothing_reversed,
                 from_merchant_id=new.sender_id,
                 to_merchant_id=new.receiver_id,
                 amount=new.amount,
@@ -191,6 +230,7 @@ class TransferRepository:
                 "scopes": [t.idempotency_scope for t in new],
                 "keys": [t.idempotency_key for t in new],
                 "fingerprints": [t.request_fingerprint for t in new],
+                "kinds": [t.kind.value for t in new],
                 "senders": [t.sender_id for t in new],
                 "receivers": [t.receiver_id for t in new],
                 "amounts": [t.amount for t in new],
@@ -198,6 +238,8 @@ class TransferRepository:
                 "percent_fees": [t.percent_fee for t in new],
                 "currencies": [t.currency for t in new],
                 "request_ids": [t.request_id for t in new],
+                "reverses": [t.reverses for t in new],
+                "reversed": [t.nothing_reversed for t in new],
             },
         )
         return {row.idempotency_key: to_transfer(row) for row in result}

@@ -101,6 +101,35 @@ def compute_fee(amount: Decimal, percent_fee: Decimal) -> Decimal:
         return (amount * percent_fee / 100).quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
 
 
+def compute_fee_refund(
+    fee: Decimal, original: Decimal, amount: Decimal, reversed_amount: Decimal, refunded: Decimal
+) -> Decimal:
+    """The fee given back with a reversal of `amount` of a transfer of `original` that took
+    `fee`, after `reversed_amount` of it (with `refunded` of its fee) was given back already.
+
+    Proportional, fee × amount / original, half-up to 8 decimals, except that the reversal
+    which completes the original refunds exactly what is left of the fee; never more than is
+    left, however earlier reversals rounded. In integer minor units: exact at any size.
+    """
+    left = add_amounts(fee, negate(refunded))
+    if add_amounts(reversed_amount, amount) == original:
+        return left
+    fee_units, amount_units, original_units = (_minor_units(x) for x in (fee, amount, original))
+    halves = 2 * fee_units * amount_units + original_units
+    proportional = _from_minor_units(halves // (2 * original_units))
+    return min(proportional, left)
+
+
+def _minor_units(amount: Decimal) -> int:
+    with localcontext(_SUMS):
+        return int(amount.scaleb(AMOUNT_PLACES))
+
+
+def _from_minor_units(units: int) -> Decimal:
+    with localcontext(_SUMS):
+        return Decimal(units).scaleb(-AMOUNT_PLACES).quantize(AMOUNT_QUANTUM)
+
+
 def format_amount(amount: Decimal) -> str:
     """The wire form of an amount: a string with exactly 8 decimals ("1.50000000")."""
     with localcontext(_EXACT):

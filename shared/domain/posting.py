@@ -17,11 +17,12 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
-from shared.domain.errors import InvariantViolation
-from shared.domain.money import add_amounts, negate
+from shared.domain.errors import InvariantViolation, ReversalExceedsRemainder
+from shared.domain.money import add_amounts, compute_fee_refund, negate
 from shared.domain.transfers import (
     INSUFFICIENT_FUNDS,
     Transfer,
+    TransferKind,
     TransferState,
     require_transition,
 )
@@ -60,13 +61,51 @@ def fee_account(currency: str, transfer_id: UUID) -> AccountKey:
     return AccountKey(AccountKind.FEE, currency, shard=transfer_id.int % FEE_ACCOUNT_SHARDS)
 
 
+def issuance_account(currency: str) -> AccountKey:
+    return AccountKey(AccountKind.ISSUANCE, currency)
+
+
+def _merchant_id(merchant_id: UUID | None) -> UUID:
+    if merchant_id is None:
+        raise InvariantViolation("a merchant leg without a merchant")
+    return merchant_id
+
+
 def accounts_touched(transfer: Transfer) -> tuple[AccountKey, ...]:
-    """Every account applying the transfer may post to: what the worker opens and locks."""
-    return (
-        merchant_account(transfer.sender_id, transfer.currency),
-        merchant_account(transfer.receiver_id, transfer.currency),
-        fee_account(transfer.currency, transfer.id),
-    )
+    """Every account applying the transfer may post to: what the worker opens and locks.
+
+    transfer:   sender, receiver, the fee shard of the transfer.
+    deposit:    receiver, the currency's issuance account (money from outside).
+    withdrawal: sender, the issuance account (money paid out).
+    reversal:   sender (the original's receiver), receiver (its sender), and the fee shard
+                that took the original's fee, which refunds it.
+    """
+    currency = transfer.currency
+    match transfer.kind:
+        case TransferKind.TRANSFER:
+            return (
+                merchant_account(_merchant_id(transfer.sender_id), currency),
+                merchant_account(_merchant_id(transfer.receiver_id), currency),
+                fee_account(currency, transfer.id),
+            )
+        case TransferKind.DEPOSIT:
+            return (
+                merchant_account(_merchant_id(transfer.receiver_id), currency),
+                issuance_account(currency),
+            )
+        case TransferKind.WITHDRAWAL:
+            return (
+                merchant_account(_merchant_id(transfer.sender_id), currency),
+                issuance_account(currency),
+            )
+        case TransferKind.REVERSAL:
+            if transfer.reverses is None:
+                raise InvariantViolation(f"reversal {transfer.id} reverses nothing")
+            return (
+                merchant_account(_merchant_id(transfer.sender_id), currency),
+                merchant_account(_merchant_id(transfer.receiver_id), currency),
+                fee_account(currency, transfer.reverses),
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,34 +117,109 @@ class Posting:
 
 
 @dataclass(frozen=True, slots=True)
+class Reversed:
+    """A completed transfer under reversal, locked: how much of it (and of its fee) its completed
+    reversals have given back so far."""
+
+    id: UUID
+    amount: Decimal
+    fee: Decimal
+    reversed_amount: Decimal
+    reversed_fee: Decimal
+
+    def after(self, amount: Decimal, fee_refund: Decimal) -> Reversed:
+        return Reversed(
+            self.id,
+            self.amount,
+            self.fee,
+            add_amounts(self.reversed_amount, amount),
+            add_amounts(self.reversed_fee, fee_refund),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """The outcome of applying one transfer: its postings, or why it moves nothing."""
+    """The outcome of applying one transfer: its postings, or why it moves nothing.
+
+    `fee` is the fee the transfer settles with: its own, except for a completed reversal, whose
+    refund is settled under the original's lock; `reversed` is the original after it.
+    """
 
     transfer_id: UUID
     postings: tuple[Posting, ...]
     failure_reason: str | None
+    fee: Decimal
+    reversed: Reversed | None = None
 
     @property
     def state(self) -> TransferState:
         return TransferState.COMPLETED if self.failure_reason is None else TransferState.FAILED
 
 
-def plan_movement(transfer: Transfer, balance_of: Callable[[AccountKey], Decimal]) -> Plan:
-    """The postings of a pending transfer, given the current balances of its accounts.
+def plan_movement(
+    transfer: Transfer,
+    balance_of: Callable[[AccountKey], Decimal],
+    original: Reversed | None = None,
+) -> Plan:
+    """The postings of a pending transfer of any kind, given its accounts' current balances
+    (and for a reversal, its locked original).
 
-    A transfer debits the sender amount + fee and credits the receiver the amount and a fee
-    account the fee; it fails (moving nothing) when the sender cannot cover amount + fee.
+    A debit the merchant cannot cover fails the transfer, moving nothing: the sender's
+    amount + fee, a withdrawal's amount, a reversal's amount from the original's receiver. A
+    deposit never fails. A reversal also fails when the original has less left to give back
+    (concurrent reversals); its fee refund comes out of the fee shard that took the fee.
     """
-    sender, receiver, fee = accounts_touched(transfer)
-    debit = add_amounts(transfer.amount, transfer.fee)
-    if balance_of(sender) < debit:
-        plan = Plan(transfer.id, (), INSUFFICIENT_FUNDS)
-    else:
-        postings = [Posting(sender, negate(debit)), Posting(receiver, transfer.amount)]
-        if transfer.fee > 0:
-            postings.append(Posting(fee, transfer.fee))
-        plan = Plan(transfer.id, tuple(postings), None)
+    legs = accounts_touched(transfer)
+    amount = transfer.amount
+    match transfer.kind:
+        case TransferKind.TRANSFER:
+            sender, receiver, fee = legs
+            debit = add_amounts(amount, transfer.fee)
+            postings = [Posting(sender, negate(debit)), Posting(receiver, amount)]
+            if transfer.fee > 0:
+                postings.append(Posting(fee, transfer.fee))
+            plan = _covered(transfer, balance_of(sender) >= debit, postings, transfer.fee)
+        case TransferKind.DEPOSIT:
+            receiver, issuance = legs
+            postings = [Posting(receiver, amount), Posting(issuance, negate(amount))]
+            plan = _covered(transfer, True, postings, transfer.fee)
+        case TransferKind.WITHDRAWAL:
+            sender, issuance = legs
+            postings = [Posting(sender, negate(amount)), Posting(issuance, amount)]
+            plan = _covered(transfer, balance_of(sender) >= amount, postings, transfer.fee)
+        case TransferKind.REVERSAL:
+            plan = _plan_reversal(transfer, legs, balance_of, original)
     require_transition(transfer.id, transfer.state, plan.state)
+    return plan
+
+
+def _covered(transfer: Transfer, covered: bool, postings: list[Posting], fee: Decimal) -> Plan:
+    if not covered:
+        return Plan(transfer.id, (), INSUFFICIENT_FUNDS, transfer.fee)
+    return Plan(transfer.id, tuple(postings), None, fee)
+
+
+def _plan_reversal(
+    reversal: Transfer,
+    legs: tuple[AccountKey, ...],
+    balance_of: Callable[[AccountKey], Decimal],
+    original: Reversed | None,
+) -> Plan:
+    if original is None or original.id != reversal.reverses:
+        raise InvariantViolation(f"the original of reversal {reversal.id} was not locked")
+    sender, receiver, fee = legs
+    amount = reversal.amount
+    if add_amounts(original.reversed_amount, amount) > original.amount:
+        return Plan(reversal.id, (), ReversalExceedsRemainder.MESSAGE, reversal.fee)
+    refund = compute_fee_refund(
+        original.fee, original.amount, amount, original.reversed_amount, original.reversed_fee
+    )
+    postings = [Posting(sender, negate(amount)), Posting(receiver, add_amounts(amount, refund))]
+    if refund > 0:
+        postings.append(Posting(fee, negate(refund)))
+    plan = _covered(reversal, balance_of(sender) >= amount, postings, refund)
+    if plan.state is TransferState.COMPLETED:
+        return Plan(plan.transfer_id, plan.postings, None, refund, original.after(amount, refund))
     return plan
 
 
@@ -130,11 +244,17 @@ class Entry:
 
 
 class Journal:
-    """The locked accounts of a group, moved plan by plan as if transfers ran one by one."""
+    """The locked accounts (and originals under reversal) of a group, moved plan by plan as if
+    transfers ran one by one."""
 
-    def __init__(self, accounts: Mapping[AccountKey, AccountBalance]) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[AccountKey, AccountBalance],
+        originals: Mapping[UUID, Reversed] | None = None,
+    ) -> None:
         self._before = dict(accounts)
         self._balances = dict(accounts)
+        self._originals = dict(originals or {})
         self.plans: list[Plan] = []
         self.entries: list[Entry] = []
 
@@ -143,7 +263,8 @@ class Journal:
 
         All or nothing: if planning or a check raises, the journal is as it was before.
         """
-        plan = plan_movement(transfer, self._balance_of)
+        original = None if transfer.reverses is None else self._originals.get(transfer.reverses)
+        plan = plan_movement(transfer, self._balance_of, original)
         if add_amounts(*(posting.amount for posting in plan.postings)) != 0:
             raise InvariantViolation(f"postings of transfer {transfer.id} do not sum to zero")
         moved: dict[AccountKey, AccountBalance] = {}
@@ -162,7 +283,14 @@ class Journal:
         self._balances.update(moved)
         self.entries.extend(entries)
         self.plans.append(plan)
+        if plan.reversed is not None:
+            self._originals[plan.reversed.id] = plan.reversed
         return plan
+
+    def reversed_originals(self) -> list[Reversed]:
+        """The final reversal totals of every original a plan of the group reversed."""
+        touched = {plan.reversed.id for plan in self.plans if plan.reversed is not None}
+        return [self._originals[original_id] for original_id in sorted(touched)]
 
     def changed_balances(self) -> list[AccountBalance]:
         """The final state of every account that moved, to be written back."""

@@ -1,5 +1,6 @@
-"""Transfers: states, the request and its idempotency fingerprint, the records a submission
-reads and writes, and the listing filter (postings: `posting.py`)."""
+"""Transfers of every kind: states, requests and their idempotency fingerprints, the records a
+submission reads and writes, the reversal's fee refund, and the listing filter (postings:
+`posting.py`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,24 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
-from shared.domain.errors import IdempotencyKeyReused, InvalidInput, InvariantViolation
-from shared.domain.money import format_amount
+from shared.domain.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    InvariantViolation,
+    NotReversible,
+    ReversalExceedsRemainder,
+)
+from shared.domain.money import add_amounts, compute_fee_refund, format_amount, negate
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class TransferKind(StrEnum):
+    TRANSFER = "transfer"  # merchant to merchant, with the sender's fee
+    DEPOSIT = "deposit"  # money brought in from outside to a merchant
+    WITHDRAWAL = "withdrawal"  # a merchant's money paid out
+    REVERSAL = "reversal"  # money of an earlier transfer given back
 
 
 class TransferState(StrEnum):
@@ -42,28 +56,65 @@ def require_transition(transfer_id: UUID, current: TransferState, next_: Transfe
         raise InvariantViolation(f"transfer {transfer_id} cannot go from {current} to {next_}")
 
 
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
-    """What a client asked for, already validated and normalised."""
+    """What a client asked for, already validated and normalised: a transfer (both merchants),
+    a deposit (no sender) or a withdrawal (no receiver)."""
 
-    sender: str
-    receiver: str
+    sender: str | None
+    receiver: str | None
     amount: Decimal
     currency: str
+    kind: TransferKind = TransferKind.TRANSFER
+
+    def __post_init__(self) -> None:
+        if (self.sender is None) != (self.kind is TransferKind.DEPOSIT) or (
+            self.receiver is None
+        ) != (self.kind is TransferKind.WITHDRAWAL):
+            raise InvariantViolation(f"a {self.kind} request with the wrong parties")
+
+    @property
+    def merchant_names(self) -> list[str]:
+        return [name for name in (self.sender, self.receiver) if name is not None]
 
     def fingerprint(self) -> str:
-        """Same meaning, same fingerprint: `0.1` and `"0.10"`, `btc` and `BTC` compare equal."""
-        canonical = "\x1f".join(
-            (self.sender, self.receiver, format_amount(self.amount), self.currency)
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """Same meaning, same fingerprint: `0.1` and `"0.10"`, `btc` and `BTC` compare equal.
+
+        A transfer's form predates the other kinds (stored fingerprints stay valid); the others
+        lead with their kind, so one key never matches two kinds.
+        """
+        parts = (self.sender or "", self.receiver or "", format_amount(self.amount), self.currency)
+        if self.kind is TransferKind.TRANSFER:
+            return _fingerprint(*parts)
+        return _fingerprint(self.kind.value, *parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalRequest:
+    """Give back `amount` of a completed transfer (None: all that is not reversed yet)."""
+
+    original_id: UUID
+    amount: Decimal | None
+
+    def fingerprint(self) -> str:
+        amount = "" if self.amount is None else format_amount(self.amount)
+        return _fingerprint(TransferKind.REVERSAL.value, str(self.original_id), amount)
 
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
+    """A movement of any kind. `sender_id` is None on a deposit, `receiver_id` on a withdrawal;
+    `reverses` names a reversal's original; `reversed_amount`/`reversed_fee` (a `transfer`
+    only, else None) total its completed reversals."""
+
     id: UUID
-    sender_id: UUID
-    receiver_id: UUID
+    kind: TransferKind
+    sender_id: UUID | None
+    receiver_id: UUID | None
     amount: Decimal
     fee: Decimal
     percent_fee: Decimal
@@ -73,6 +124,43 @@ class Transfer:
     failure_reason: str | None
     created: datetime
     processed: datetime | None
+    reverses: UUID | None = None
+    reversed_amount: Decimal | None = None
+    reversed_fee: Decimal | None = None
+
+    @property
+    def merchant_ids(self) -> list[UUID]:
+        """The merchants whose balances it moves (one for a deposit or a withdrawal)."""
+        return [m for m in (self.sender_id, self.receiver_id) if m is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Reversible:
+    """A transfer someone asks to reverse, with its reversals not final yet (which count
+    against what is left to reverse, as its completed ones do)."""
+
+    original: Transfer
+    pending_amount: Decimal
+    pending_fee: Decimal
+
+    def check(self, request: ReversalRequest) -> tuple[Decimal, Decimal]:
+        """The reversal's amount and fee refund as things stand, or why it is refused.
+
+        The worker settles the refund again under the original's lock; this one is what the
+        client sees while the reversal is pending.
+        """
+        original = self.original
+        if original.kind is not TransferKind.TRANSFER or original.state is not (
+            TransferState.COMPLETED
+        ):
+            raise NotReversible()
+        claimed = add_amounts(original.reversed_amount or Decimal(0), self.pending_amount)
+        remainder = add_amounts(original.amount, negate(claimed))
+        amount = remainder if request.amount is None else request.amount
+        if remainder <= 0 or amount > remainder:
+            raise ReversalExceedsRemainder()
+        refunded = add_amounts(original.reversed_fee or Decimal(0), self.pending_fee)
+        return amount, compute_fee_refund(original.fee, original.amount, amount, claimed, refunded)
 
 
 def parse_idempotency_key(value: str) -> str:
@@ -100,7 +188,7 @@ class StoredTransfer:
     transfer: Transfer
     request_fingerprint: str
 
-    def replay(self, request: TransferRequest) -> Transfer:
+    def replay(self, request: TransferRequest | ReversalRequest) -> Transfer:
         """The stored transfer, for a request that means the same; else the key was reused."""
         if self.request_fingerprint != request.fingerprint():
             raise IdempotencyKeyReused(self.transfer.idempotency_key)
@@ -113,13 +201,20 @@ class NewTransfer:
     idempotency_scope: UUID | None
     idempotency_key: str
     request_fingerprint: str
-    sender_id: UUID
-    receiver_id: UUID
+    sender_id: UUID | None
+    receiver_id: UUID | None
     amount: Decimal
     fee: Decimal
     percent_fee: Decimal
     currency: str
     request_id: str | None
+    kind: TransferKind = TransferKind.TRANSFER
+    reverses: UUID | None = None
+
+    @property
+    def nothing_reversed(self) -> Decimal | None:
+        """A new transfer's reversal totals: zero on a `transfer`, absent on other kinds."""
+        return Decimal(0) if self.kind is TransferKind.TRANSFER else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,5 +224,6 @@ class TransferFilter:
     currency: str | None = None
     state: TransferState | None = None
     batch_id: UUID | None = None
+    kind: TransferKind | None = None
     # Only transfers this merchant sends or receives (a merchant key's view); None: all.
     party: UUID | None = None

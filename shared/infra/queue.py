@@ -149,8 +149,7 @@ def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> 
             {
                 "request_id": request_id,
                 "balances": [
-                    [str(transfer.sender_id), transfer.currency],
-                    [str(transfer.receiver_id), transfer.currency],
+                    [str(merchant_id), transfer.currency] for merchant_id in transfer.merchant_ids
                 ],
             },
             str(transfer.id),

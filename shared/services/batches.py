@@ -24,7 +24,7 @@ from shared.domain.transfers import (
 )
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
-from shared.services.transfers import check_parties, new_transfer
+from shared.services.transfers import authorize, check_parties, new_transfer
 
 MAX_BATCH_ITEMS = 10_000
 
@@ -70,7 +70,7 @@ class _BatchPlan:
 
     def add(self, item: BatchItem, request_id: str | None) -> None:
         try:
-            self._actor.require_acting_for(item.request.sender)
+            authorize(self._actor, item.request)
         except LedgerError as error:
             self._refuse(item, error)
             return
@@ -144,7 +144,7 @@ async def submit_batch(
             actor,
             stored=await repository.get_by_keys(scope, list({item.key for item in items})),
             parties=await repository.get_parties(
-                list({n for i in items for n in (i.request.sender, i.request.receiver)}),
+                list({name for item in items for name in item.request.merchant_names}),
                 list({item.request.currency for item in items}),
             ),
         )

@@ -83,9 +83,10 @@ def _apply_once(db: SyncDatabase, transfer_ids: list[uuid.UUID]) -> GroupResult:
         ledger = LedgerRepository(connection)
         claimed = {transfer.id: transfer for transfer in ledger.claim_pending(transfer_ids)}
         ordered = [claimed[i] for i in dict.fromkeys(transfer_ids) if i in claimed]
+        originals = ledger.lock_originals([t.reverses for t in ordered if t.reverses is not None])
         keys = [key for transfer in ordered for key in accounts_touched(transfer)]
         opened = ledger.open_accounts(keys)
-        journal = Journal(ledger.lock_accounts(keys))
+        journal = Journal(ledger.lock_accounts(keys), originals)
         for transfer in ordered:
             try:
                 journal.apply(transfer)
@@ -194,7 +195,4 @@ def claim_stale_pending(db: SyncDatabase, older_than_s: float, limit: int) -> li
 
 
 def _balance_keys(transfer: Transfer) -> list[tuple[uuid.UUID, str]]:
-    return [
-        (transfer.sender_id, transfer.currency),
-        (transfer.receiver_id, transfer.currency),
-    ]
+    return [(merchant_id, transfer.currency) for merchant_id in transfer.merchant_ids]

@@ -1,4 +1,5 @@
-"""Transfer use cases of the API: submit (idempotently), read, list, wait for the outcome."""
+"""Transfer use cases of the API: submit any kind (idempotently), read, list, wait for the
+outcome. Every kind is recorded pending here and applied by a worker (`posting.py`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.errors import (
     BalanceNotFound,
+    Forbidden,
     InvalidCursor,
     InvariantViolation,
     LedgerError,
     MerchantArchived,
+    MerchantBalanceNotFound,
+    MerchantNotFound,
     TransferNotFound,
     TransferPartiesNotFound,
 )
@@ -25,8 +30,11 @@ from shared.domain.money import compute_fee
 from shared.domain.transfers import (
     NewTransfer,
     Party,
+    ReversalRequest,
+    Reversible,
     Transfer,
     TransferFilter,
+    TransferKind,
     TransferRequest,
 )
 from shared.infra.database import Database
@@ -51,10 +59,26 @@ class TransferPage:
     next_cursor: str | None
 
 
-def check_parties(parties: dict[str, Party], request: TransferRequest) -> tuple[Party, Party]:
-    """The submission-time rules that need no lock (SPEC: Transfer lifecycle, step 1)."""
-    sender = parties.get(request.sender)
-    receiver = parties.get(request.receiver)
+def check_parties(
+    parties: dict[str, Party], request: TransferRequest
+) -> tuple[Party | None, Party | None]:
+    """The submission-time rules that need no lock (SPEC: Transfer lifecycle, step 1, and
+    Movements): the merchants exist and are not archived, and the one paying has a balance in
+    the currency. (sender, receiver); a deposit has no sender, a withdrawal no receiver."""
+    if request.kind is not TransferKind.TRANSFER:
+        (name,) = request.merchant_names
+        party = parties.get(name)
+        if party is None:
+            raise MerchantNotFound(name)
+        if party.archived:
+            raise MerchantArchived(party.name)
+        if request.kind is TransferKind.DEPOSIT:
+            return None, party
+        if request.currency not in party.balance_ids:
+            raise MerchantBalanceNotFound(request.currency)
+        return party, None
+    sender = parties.get(request.sender or "")
+    receiver = parties.get(request.receiver or "")
     if sender is None or receiver is None:
         raise TransferPartiesNotFound()
     for party in (sender, receiver):
@@ -69,30 +93,43 @@ def new_transfer(
     request: TransferRequest,
     scope: uuid.UUID | None,
     key: str,
-    sender: Party,
-    receiver: Party,
+    sender: Party | None,
+    receiver: Party | None,
     request_id: str | None,
 ) -> NewTransfer:
-    """A pending transfer with the fee snapshotted from the sender's fee at submission."""
+    """A pending movement; a transfer's fee is snapshotted from the sender's fee now."""
+    is_transfer = sender is not None and request.kind is TransferKind.TRANSFER
+    percent_fee = sender.percent_fee if sender is not None and is_transfer else Decimal(0)
     return NewTransfer(
         id=uuid.uuid4(),
         idempotency_scope=scope,
         idempotency_key=key,
         request_fingerprint=request.fingerprint(),
-        sender_id=sender.merchant_id,
-        receiver_id=receiver.merchant_id,
+        sender_id=None if sender is None else sender.merchant_id,
+        receiver_id=None if receiver is None else receiver.merchant_id,
         amount=request.amount,
-        fee=compute_fee(request.amount, sender.percent_fee),
-        percent_fee=sender.percent_fee,
+        fee=compute_fee(request.amount, percent_fee),
+        percent_fee=percent_fee,
         currency=request.currency,
         request_id=request_id,
+        kind=request.kind,
     )
+
+
+def authorize(actor: Actor, request: TransferRequest) -> None:
+    """Deposits are the platform's (admin keys); a transfer or a withdrawal is its payer's."""
+    if request.kind is TransferKind.DEPOSIT:
+        actor.require_write()
+        actor.require_admin()
+    else:
+        actor.require_acting_for(request.sender or "")
 
 
 async def submit_transfer(
     db: Database, actor: Actor, request: TransferRequest, key: str, request_id: str | None
 ) -> Submission:
-    """Record the transfer as pending under its Idempotency-Key, then enqueue it.
+    """Record a transfer, deposit or withdrawal as pending under its Idempotency-Key, then
+    enqueue it.
 
     Keys are scoped by the key owner (a merchant's keys share one scope, admin keys the
     platform's). A key seen before in the scope returns its transfer (or refuses a different
@@ -100,13 +137,12 @@ async def submit_transfer(
     the party lookup and the insert, whose ON CONFLICT also detects a key seen before (or racing
     in parallel).
     """
-    actor.require_acting_for(request.sender)
+    authorize(actor, request)
     scope = actor.idempotency_scope
     # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
-        names = [request.sender, request.receiver]
-        parties = await repository.get_parties(names, [request.currency])
+        parties = await repository.get_parties(request.merchant_names, [request.currency])
         try:
             sender, receiver = check_parties(parties, request)
         except LedgerError:
@@ -114,16 +150,86 @@ async def submit_transfer(
             if (stored := await repository.get_by_key(scope, key)) is not None:
                 return Submission(stored.replay(request), replayed=True)
             raise
-        transfer = await repository.insert_pending(
-            new_transfer(request, scope, key, sender, receiver, request_id)
-        )
-        if transfer is None:  # The key was taken, earlier or by a concurrent request.
-            stored = await repository.get_by_key(scope, key)
-            if stored is None:  # Transfers are never deleted, so the winner must be visible.
-                raise InvariantViolation(f"transfer with key {key} vanished")
-            return Submission(stored.replay(request), replayed=True)
-    await asyncio.to_thread(publish_transfers, [transfer], request_id)
-    return Submission(transfer, replayed=False)
+        new = new_transfer(request, scope, key, sender, receiver, request_id)
+        submission = await _record(repository, new, request)
+    if not submission.replayed:
+        await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
+    return submission
+
+
+def new_reversal(
+    actor: Actor,
+    reversible: Reversible | None,
+    request: ReversalRequest,
+    scope: uuid.UUID | None,
+    key: str,
+    request_id: str | None,
+) -> NewTransfer:
+    """A pending reversal: from the original's receiver back to its sender, if the actor may
+    (an admin, or a write key of the receiver) and something is left to reverse."""
+    if reversible is None or not actor.sees_transfer(
+        reversible.original.sender_id, reversible.original.receiver_id
+    ):
+        raise TransferNotFound(str(request.original_id))
+    original = reversible.original
+    if not actor.is_admin and actor.merchant_id != original.receiver_id:
+        raise Forbidden()
+    amount, fee = reversible.check(request)
+    return NewTransfer(
+        id=uuid.uuid4(),
+        idempotency_scope=scope,
+        idempotency_key=key,
+        request_fingerprint=request.fingerprint(),
+        sender_id=original.receiver_id,
+        receiver_id=original.sender_id,
+        amount=amount,
+        fee=fee,
+        percent_fee=original.percent_fee,
+        currency=original.currency,
+        request_id=request_id,
+        kind=TransferKind.REVERSAL,
+        reverses=original.id,
+    )
+
+
+async def submit_reversal(
+    db: Database, actor: Actor, request: ReversalRequest, key: str, request_id: str | None
+) -> Submission:
+    """Record a reversal of a completed transfer as pending, then enqueue it.
+
+    What is left to reverse counts the pending reversals too; concurrent submissions may still
+    both pass here, and the worker, under the original's lock, fails the one that no longer
+    fits. Idempotency as for any transfer.
+    """
+    actor.require_write()
+    scope = actor.idempotency_scope
+    async with db.autocommit() as connection:
+        repository = TransferRepository(connection)
+        reversible = await repository.get_reversible(request.original_id)
+        try:
+            new = new_reversal(actor, reversible, request, scope, key, request_id)
+        except LedgerError:
+            if (stored := await repository.get_by_key(scope, key)) is not None:
+                return Submission(stored.replay(request), replayed=True)
+            raise
+        submission = await _record(repository, new, request)
+    if not submission.replayed:
+        await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
+    return submission
+
+
+async def _record(
+    repository: TransferRepository, new: NewTransfer, request: TransferRequest | ReversalRequest
+) -> Submission:
+    """Insert the pending transfer, or answer with the one its key already names."""
+    transfer = await repository.insert_pending(new)
+    if transfer is not None:
+        return Submission(transfer, replayed=False)
+    # The key was taken, earlier or by a concurrent request.
+    stored = await repository.get_by_key(new.idempotency_scope, new.idempotency_key)
+    if stored is None:  # Transfers are never deleted, so the winner must be visible.
+        raise InvariantViolation(f"transfer with key {new.idempotency_key} vanished")
+    return Submission(stored.replay(request), replayed=True)
 
 
 async def get_transfer(db: Database, actor: Actor, transfer_id: uuid.UUID) -> Transfer:

@@ -23,7 +23,7 @@ from shared.domain.posting import (
     merchant_account,
     plan_movement,
 )
-from shared.domain.transfers import INSUFFICIENT_FUNDS, Transfer, TransferState
+from shared.domain.transfers import INSUFFICIENT_FUNDS, Transfer, TransferKind, TransferState
 
 
 def minor(units: int) -> Decimal:
@@ -41,6 +41,7 @@ def make_transfer(
 ) -> Transfer:
     return Transfer(
         id=uuid.uuid4(),
+        kind=TransferKind.TRANSFER,
         sender_id=sender or uuid.uuid4(),
         receiver_id=receiver or uuid.uuid4(),
         amount=Decimal(amount),
@@ -52,6 +53,8 @@ def make_transfer(
         failure_reason=None,
         created=datetime.now(UTC),
         processed=None,
+        reversed_amount=Decimal(0),
+        reversed_fee=Decimal(0),
     )
 
 

@@ -41,8 +41,10 @@ def _poison(monkeypatch: pytest.MonkeyPatch, poisoned: uuid.UUID, fault: Planner
     """Plan `poisoned` with `fault`, every other transfer with the real rule."""
     real = posting_rules.plan_movement
 
-    def planner(transfer: Transfer, balance_of: Any) -> Plan:
-        return (fault if transfer.id == poisoned else real)(transfer, balance_of)
+    def planner(transfer: Transfer, balance_of: Any, original: Any = None) -> Plan:
+        if transfer.id == poisoned:
+            return fault(transfer, balance_of)
+        return real(transfer, balance_of, original)
 
     monkeypatch.setattr(posting_rules, "plan_movement", planner)
 
@@ -54,7 +56,7 @@ def _raises(transfer: Transfer, balance_of: Any) -> Plan:
 def _zero_posting(transfer: Transfer, balance_of: Any) -> Plan:
     """Sums to zero and overdraws nothing, so only the journal's CHECK (amount <> 0) refuses it."""
     sender = posting_rules.accounts_touched(transfer)[0]
-    return Plan(transfer.id, (Posting(sender, Decimal(0)),), None)
+    return Plan(transfer.id, (Posting(sender, Decimal(0)),), None, transfer.fee)
 
 
 def _state(sync_db: SyncDatabase, transfer_id: uuid.UUID) -> Any:
