@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.docs import create_documented_app
 from api.errors import install_error_handlers
+from api.metrics import SubmissionFlusher, instrument
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from api.routers import api_keys, batches, merchants, movements, operations, transfers
 from shared.infra.config import Settings, get_settings
@@ -34,8 +35,9 @@ VERSIONED_ROUTERS = (
 )
 REDIS_SOCKET_TIMEOUT_S = 5
 DESCRIPTION = """\
-Every request but `/health`, `/docs` and `/openapi.json` carries `Authorization: Bearer <API key>`
-(**Authorize** above; `make run` prints the admin key and keeps it in `.mini-ledger/admin.key`).
+Every request but `/health`, `/ready`, `/metrics`, `/docs` and `/openapi.json` carries
+`Authorization: Bearer <API key>` (**Authorize** above; `make run` prints the admin key and keeps
+it in `.mini-ledger/admin.key`).
 
 Every body repeats its status: `{"status": 200, "result": ...}`, `{"status": 404, "error":
 "..."}`, and for a malformed request `{"status": 422, "error": ["..."], "details": [{"field":
@@ -54,6 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
     waiter = FinalStateWaiter(redis)
     waiter.start()
+    flusher = SubmissionFlusher(redis)
+    flusher.start()
     database = Database(engine)
     app.state.database = database
     app.state.redis = redis
@@ -64,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await waiter.stop()
+        await flusher.stop()
         await redis.aclose()
         await engine.dispose()
 
@@ -91,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NulRefusalMiddleware)
     # Before anything else reads the request: a 401 wins over 404, 413 and 422.
     app.add_middleware(AuthMiddleware)
+    # Counts and times every answer by route template, a 401 or a 413 too (`api/metrics.py`).
+    instrument(app)
     # Outermost (added last): its id is on every answer, its scope around every log line.
     app.add_middleware(RequestIdMiddleware)
     app.include_router(operations.public_router)

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -267,26 +269,74 @@ def cmd_api(arguments: argparse.Namespace) -> int:
     wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20  # Linux's default nr_open
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        workers=arguments.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        # Idle keep-alive connections outlive the client's (httpx: 5 s; load balancers: 60 s):
-        # when the server closed first, at uvicorn's default 5 s, a client could send on the
-        # closing connection and get no answer at all.
-        timeout_keep_alive=KEEP_ALIVE_S,
-        # httptools with a bounded request head: 431 past 16 KiB or 100 header fields.
-        http="api.protocol:HeadLimitedHttpToolsProtocol",
-    )
+    metrics_dir = _prepare_metrics_dir()
+    if metrics_dir is not None:
+        signal.signal(signal.SIGTERM, _removing_then_dying(metrics_dir))
+    try:
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=os.environ.get("HOST", "127.0.0.1"),
+            port=int(os.environ.get("PORT", "8000")),
+            workers=arguments.workers,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            # Idle keep-alive connections outlive the client's (httpx: 5 s; load balancers: 60 s):
+            # when the server closed first, at uvicorn's default 5 s, a client could send on the
+            # closing connection and get no answer at all.
+            timeout_keep_alive=KEEP_ALIVE_S,
+            # httptools with a bounded request head: 431 past 16 KiB or 100 header fields.
+            http="api.protocol:HeadLimitedHttpToolsProtocol",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
+def _removing_then_dying(directory: Path) -> Callable[[int, object], None]:
+    """A SIGTERM handler that removes `directory`, then ends the process by the signal.
+
+    uvicorn, its graceful shutdown done, restores the handler it found and raises the SIGTERM
+    it caught again: the process ends as it always did, without leaving the directory behind.
+    """
+
+    def handle(signum: int, _: object) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    return handle
+
+
+def _prepare_metrics_dir() -> Path | None:
+    """One metrics directory for this API server's processes, emptied (`api/metrics.py`).
+
+    Set before uvicorn starts (its processes inherit it) and before prometheus_client is
+    imported. `PROMETHEUS_MULTIPROC_DIR` names it, or a private temporary one is made (returned,
+    to be removed at exit). Only its `*.db` files are removed: the files of an earlier run would
+    add their counts to this one's.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not configured:
+        created = Path(tempfile.mkdtemp(prefix="mini-ledger-api-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(created)
+        return created
+    directory = Path(configured)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return None
+
+
 def cmd_worker(arguments: argparse.Namespace) -> int:
+    from worker.metrics import METRICS_DIR_PREFIX
+
+    # The pool's processes write their metrics to one directory the worker's exporter reads
+    # (`worker/metrics.py`): private to this worker, and named before Celery starts, which
+    # imports prometheus_client at once. The worker removes it when it stops.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     return _celery(
         "worker",
         "--queues=transfers,maintenance",

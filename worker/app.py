@@ -11,7 +11,7 @@ from celery.signals import setup_logging, task_postrun, task_prerun
 from shared.infra.config import get_settings
 from shared.infra.logging import configure_logging
 from shared.infra.queue import celery_app
-from worker import tasks  # noqa: F401  (registers the tasks on the app)
+from worker import metrics, tasks  # noqa: F401  (registers the tasks and the metrics signals)
 
 app = celery_app
 

@@ -1,4 +1,4 @@
-"""Dependency checks for /health."""
+"""Dependency checks for /ready (readiness); /health (liveness) checks nothing."""
 
 from __future__ import annotations
 

@@ -400,7 +400,7 @@ class TestKeyCheckComesFirst:
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
 
-    @pytest.mark.parametrize("path", ["/health", "/docs", "/openapi.json"])
+    @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/docs", "/openapi.json"])
     async def test_open_paths_need_no_key(self, keyless: httpx.AsyncClient, path: str) -> None:
         assert (await keyless.get(path)).status_code == 200
 

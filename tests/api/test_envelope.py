@@ -78,7 +78,7 @@ class TestDependencyDown:
                 transport=transport, base_url="http://ledger", headers=ADMIN_HEADERS
             ) as http:
                 response = await http.post("/merchants", json={"name": unique(), "percent_fee": 1})
-                health = await http.get("/health")
+                health = await http.get("/ready")
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert response.json() == {
@@ -88,8 +88,8 @@ class TestDependencyDown:
         assert health.status_code == 503
         assert health.json()["result"]["database"] is False
 
-    async def test_health_is_200_when_everything_answers(
+    async def test_ready_is_200_when_everything_answers(
         self, api_client: httpx.AsyncClient
     ) -> None:
-        response = await api_client.get("/health")
+        response = await api_client.get("/ready")
         assert response.json() == {"status": 200, "result": {"database": True, "redis": True}}

@@ -228,13 +228,13 @@ class ZeroConfigRun:
         return bool(instance["pid"] == self.process.pid and instance["settings"])
 
     def wait_healthy(self, timeout_s: float = ZERO_CONFIG_STARTUP_S) -> None:
-        """Until this run is ready (published) and its API answers /health with 200."""
+        """Until this run is ready (published) and its API answers /ready with 200."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 if (
                     self.published()
-                    and httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+                    and httpx.get(f"{self.url}/ready", timeout=1).status_code == 200
                 ):
                     return
             except httpx.HTTPError:

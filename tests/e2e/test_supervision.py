@@ -2,7 +2,7 @@
 
 One real run (embedded PostgreSQL and Redis, every Procfile process): the Celery worker's main
 process is SIGKILLed and comes back; the embedded Redis is SIGKILLed and, while it is down,
-submissions are still recorded and answered at once, `/health` says so, and the sweep settles
+submissions are still recorded and answered at once, `/ready` says so, and the sweep settles
 them once Redis is back; the embedded PostgreSQL is SIGKILLed and comes back; the audit is
 clean; SIGTERM stops everything. The give-up rule is
 checked on the supervisor itself with a process that always fails.
@@ -57,12 +57,12 @@ async def test_killed_worker_redis_and_postgres_come_back(zero_config_run: ZeroC
         assert response.json()["result"]["state"] == "completed"
 
         # The embedded Redis: SIGKILLed. Until it is back, submissions are recorded and
-        # answered at once (202, pending), and /health says Redis is down.
+        # answered at once (202, pending), and /ready says Redis is down.
         redis_server = run.child("redis-server")
         assert redis_server is not None
         redis_server.kill()
         redis_server.wait(timeout=10)
-        health = await client.get("/health")
+        health = await client.get("/ready")
         assert health.status_code == 503
         assert health.json()["result"] == {"database": True, "redis": False}
         during_outage = []
@@ -74,7 +74,7 @@ async def test_killed_worker_redis_and_postgres_come_back(zero_config_run: ZeroC
             assert response.json()["result"]["state"] == "pending"
             assert elapsed < PROMPT_S, f"a submission took {elapsed:.2f}s with Redis down"
             during_outage.append(response.json()["result"]["id"])
-        health = await client.get("/health")
+        health = await client.get("/ready")
         assert health.json()["result"]["redis"] is False, "Redis came back mid-test"
         assert '"redis died, restarting"' in run.log
 
