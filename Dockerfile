@@ -24,5 +24,6 @@ RUN pip install --no-cache-dir --no-deps .
 
 USER ledger
 ENV HOST=0.0.0.0 PORT=8000 MINI_LEDGER_HOME=/tmp/mini-ledger
-EXPOSE 8000 5555
+# The API (and its /metrics), Flower, a worker's metrics exporter (WORKER_METRICS_PORT).
+EXPOSE 8000 5555 9100
 CMD ["mini-ledger", "api"]
