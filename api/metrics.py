@@ -172,6 +172,11 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts = self._snapshot.counts
+        if counts is not None:  # Redis answered; a count made up as 0 would read as a reset.
+            yield from self._counters(counts)
+        yield from self._gauges()
+
+    def _counters(self, counts: dict[str, float]) -> Iterator[Metric]:
         reasons = [label for _, label in FAILURE_REASONS] + [OTHER_REASON]
         submitted = CounterMetricFamily(
             "mini_ledger_transfers_submitted",
@@ -205,7 +210,6 @@ class LedgerCollector(Collector):
                 buckets.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
             settle.add_metric([kind], buckets, sum_value=counts.get(settle_sum_field(kind), 0.0))
         yield from (submitted, final, failed, settle)
-        yield from self._gauges()
 
     def _gauges(self) -> Iterator[Metric]:
         gauges, audit = self._snapshot.gauges, self._snapshot.audit

@@ -110,7 +110,7 @@ class AuditStatus:
 @dataclass(frozen=True, slots=True)
 class LedgerSnapshot:
     gauges: LedgerGauges
-    counts: dict[str, float]  # LEDGER_COUNTERS_KEY's fields
+    counts: dict[str, float] | None  # LEDGER_COUNTERS_KEY's fields; None if Redis did not answer
     audit: AuditStatus | None
 
 
@@ -136,7 +136,7 @@ async def ledger_snapshot(db: Database, redis: AsyncRedis, cache: GaugeCache) ->
     query a second across every API process."""
     shared_gauges: bytes | None = None
     depth: int | None = None
-    counts: dict[str, float] = {}
+    counts: dict[str, float] | None = None
     audit: AuditStatus | None = None
     redis_up = True
     try:

@@ -294,6 +294,21 @@ class TestGauges:
         assert "mini_ledger_pending_transfers " not in text
         assert 'mini_ledger_dependency_up{dependency="database"} 0.0' in text
 
+    async def test_a_redis_that_does_not_answer_leaves_the_counters_out(self, app: FastAPI) -> None:
+        # Counters made up as 0 would read as a reset, and their return as a burst.
+        nowhere = AsyncRedis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+        try:
+            snapshot = await ledger_snapshot(app.state.database, nowhere, GaugeCache())
+        finally:
+            await nowhere.aclose()
+        text = _render(snapshot)
+        assert snapshot.counts is None
+        assert "mini_ledger_transfers_final_total" not in text
+        assert "mini_ledger_transfer_settle_seconds_bucket" not in text
+        assert "mini_ledger_queue_depth " not in text
+        assert 'mini_ledger_dependency_up{dependency="redis"} 0.0' in text
+        assert "mini_ledger_pending_transfers " in text  # The database still answered.
+
 
 def unreachable_database() -> Settings:
     """Settings naming an address where nothing listens: a connection is refused at once."""
