@@ -19,6 +19,7 @@ from tests.helpers import (
     funded_merchant,
     settle,
     submit,
+    unique,
 )
 
 pytestmark = pytest.mark.e2e
@@ -117,3 +118,32 @@ class TestStorm:
         for merchant in merchants:
             assert await balance_of(cluster.client(1), merchant["name"]) == expected[merchant["id"]]
         assert_ledger_consistent(sync_db)
+
+
+async def test_withdrawals_racing_transfers_on_one_balance(
+    cluster: Cluster, sync_db: SyncDatabase
+) -> None:
+    """Five withdrawals and five transfers of 250 at once from a balance of 1000 (0% fee):
+    exactly four of the ten complete, whatever the mix, and nothing is left."""
+    sender = await funded_merchant(cluster.client(0), "1000")
+    receiver = await create_merchant(cluster.client(1))
+    withdrawals = [
+        cluster.client(i).post(
+            "/v1/withdrawals",
+            json={"merchant": sender["name"], "amount": "250", "currency": "USD"},
+            headers={"Idempotency-Key": unique("w")},
+        )
+        for i in range(5)
+    ]
+    transfers = [submit(cluster.client(i), sender["name"], receiver["name"], 250) for i in range(5)]
+    responses = await asyncio.gather(*withdrawals, *transfers)
+    assert [r.status_code for r in responses] == [202] * 10
+    final = await settle(cluster.client(0), [r.json()["result"]["id"] for r in responses])
+    assert Counter(t["state"] for t in final) == {"completed": 4, "failed": 6}
+    assert {t["failure_reason"] for t in final if t["state"] == "failed"} == {"Insufficient funds"}
+    assert await balance_of(cluster.client(1), sender["name"]) == 0
+    received = sum(t["kind"] == "transfer" for t in final if t["state"] == "completed")
+    # A receiver that got nothing has no USD balance at all (failures open none).
+    expected = None if received == 0 else Decimal(250 * received)
+    assert await balance_of(cluster.client(1), receiver["name"]) == expected
+    assert_ledger_consistent(sync_db)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from decimal import Decimal
 
 import httpx
@@ -21,6 +22,7 @@ from tests.e2e.conftest import Stack
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
+    count,
     create_merchant,
     funded_merchant,
     settle,
@@ -133,4 +135,79 @@ class TestBrokerRestarted:
         final = await settle(client, ids)
         assert all(t["state"] == "completed" for t in final)  # every sender can afford its share
         await _check_balances(client, pairs, len(ids))
+        assert_ledger_consistent(sync_db)
+
+
+def _worker_writing(db: SyncDatabase) -> bool:
+    """A worker's transaction holds row locks (it has an xid): a kill now rolls it back."""
+    return (
+        count(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'mini-ledger-worker' AND backend_xid IS NOT NULL",
+        )
+        > 0
+    )
+
+
+class TestWorkerKilledMixedKinds:
+    async def test_sigkill_mid_backlog_of_every_kind_loses_and_doubles_nothing(
+        self, stack: tuple[Stack, httpx.AsyncClient], sync_db: SyncDatabase
+    ) -> None:
+        """A backlog of transfers, deposits, withdrawals and partial reversals, drained in
+        mixed groups; the worker is SIGKILLed while applying them. Each kind applies exactly
+        once: the balances come out as the arithmetic says."""
+        fault, client = stack
+        pairs = await _fund_pairs(client, 2, funds="10000")
+        originals = []
+        for sender, receiver in pairs:
+            responses = [
+                await submit(client, sender["name"], receiver["name"], "10") for _ in range(20)
+            ]
+            originals.append([r.json()["result"]["id"] for r in responses])
+        await settle(client, [i for ids in originals for i in ids])
+
+        def post(path: str, body: dict[str, str]) -> Awaitable[httpx.Response]:
+            return client.post(path, json=body, headers={"Idempotency-Key": unique("mix")})
+
+        requests = []
+        for (sender, receiver), ids in zip(pairs, originals, strict=True):
+            requests += [submit(client, sender["name"], receiver["name"], "7") for _ in range(100)]
+            money = {"currency": "USD"}
+            requests += [
+                post("/v1/deposits", {"merchant": receiver["name"], "amount": "3", **money})
+                for _ in range(50)
+            ]
+            requests += [
+                post("/v1/withdrawals", {"merchant": sender["name"], "amount": "2", **money})
+                for _ in range(50)
+            ]
+            requests += [post(f"/v1/transfers/{i}/reversals", {"amount": "5"}) for i in ids]
+        # Paused while the backlog builds up, so that it is drained in mixed groups.
+        os.killpg(fault.worker.pid, signal.SIGSTOP)
+        try:
+            responses = await asyncio.gather(*requests)
+        finally:
+            os.killpg(fault.worker.pid, signal.SIGCONT)
+        assert {r.status_code for r in responses} == {202}, [r.text for r in responses][:3]
+        ids = [r.json()["result"]["id"] for r in responses]
+        deadline = time.monotonic() + 60
+        while not _worker_writing(sync_db):  # inside a group's transaction, past its claim
+            assert time.monotonic() < deadline, "worker never started applying"
+            await asyncio.sleep(0.002)
+        os.killpg(fault.worker.pid, signal.SIGKILL)
+        fault.worker.wait()
+        assert await _count_final(client, ids) < len(ids), "the kill came too late"
+        fault.start_worker()
+        final = await settle(client, ids)
+        assert {t["state"] for t in final} == {"completed"}
+        for sender, receiver in pairs:
+            # 20 x 10.10 out, 100 x 7.07 out, 50 x 2 out, 20 x (5 + 0.05 of the fee) back.
+            assert await balance_of(client, sender["name"]) == Decimal("10000") - Decimal(
+                "202"
+            ) - Decimal("707") - Decimal("100") + Decimal("101")
+            # 20 x 10 in, 100 x 7 in, 50 x 3 in, 20 x 5 back.
+            assert await balance_of(client, receiver["name"]) == Decimal("200") + Decimal(
+                "700"
+            ) + Decimal("150") - Decimal("100")
         assert_ledger_consistent(sync_db)
