@@ -51,6 +51,7 @@ SPEC_METRICS = {
     "mini_ledger_queue_depth": set(),
 }
 DEADLINE_S = 15
+OWN_KEYS = ("LEDGER_COUNTERS_KEY", "AUDIT_KEY")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -159,6 +160,19 @@ class TestRouteLabels:
 
 
 class TestLedgerCounters:
+    @pytest.fixture(autouse=True)
+    async def own_counters(
+        self, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[None]:
+        """Counters of these tests alone: the session's workers, settling earlier tests'
+        transfers, may add to the real ones meanwhile."""
+        await operations.submission_counts.flush(app.state.redis)  # Earlier tests' counts.
+        keys = {name: f"{getattr(operations, name)}:test-{uuid.uuid4().hex}" for name in OWN_KEYS}
+        for name, key in keys.items():
+            monkeypatch.setattr(operations, name, key)
+        yield
+        await app.state.redis.delete(*keys.values())
+
     async def test_submissions_counted_in_a_process_reach_the_scrape(
         self, keyless: httpx.AsyncClient, app: FastAPI
     ) -> None:
