@@ -97,4 +97,24 @@ expect "to an archived merchant" "$(curl -s -X POST "$BASE/transfers" -H "$JSON"
   -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$BOB\", \"amount\": 0.01, \"currency\": \"BTC\"}" \
   | field '["error"]')" "Merchant $BOB is archived"
 curl -sf -X PATCH "$BASE/merchants/$BOB" -H "$JSON" -d '{"archived": false}' >/dev/null
+# 12. Deposits and withdrawals: money in and out, through the queue
+wait_final() { curl -sf -X POST "$BASE/$1" -H "$JSON" -H "Idempotency-Key: $2" -H "Prefer: wait=10" -d "$3"; }
+DEPOSIT=$(wait_final deposits "dep-$RUN" "{\"merchant\": \"$BOB\", \"amount\": \"2\", \"currency\": \"BTC\"}")
+expect "deposit" "$(echo "$DEPOSIT" | field '["result"]["kind"]'),$(echo "$DEPOSIT" | field '["result"]["state"]')" "deposit,completed"
+WITHDRAWAL=$(wait_final withdrawals "wd-$RUN" "{\"merchant\": \"$BOB\", \"amount\": \"0.5\", \"currency\": \"BTC\"}")
+expect "withdrawal" "$(echo "$WITHDRAWAL" | field '["result"]["state"]')" "completed"
+expect "bob after deposit and withdrawal" "$(curl -sf "$BASE/merchants/$BOB/balance" | field '["result"][0]["amount"]')" "1.80000000"
+expect "withdrawal without a balance" "$(curl -s -X POST "$BASE/withdrawals" -H "$JSON" -H "Idempotency-Key: wd-eur-$RUN" \
+  -d "{\"merchant\": \"$BOB\", \"amount\": 1, \"currency\": \"EUR\"}" | field '["error"]')" "Merchant balance with currency EUR does not exist"
+expect "kind filter" "$(curl -sf "$BASE/transfers?kind=withdrawal&from=$BOB" | field '["result"][0]["id"]')" "$(echo "$WITHDRAWAL" | field '["result"]["id"]')"
+
+# 13. Reversals: part of alice's 0.1 transfer (fee 2%: 0.002), then the rest
+ORIGINAL=${LOCATION##*/}
+PART=$(wait_final "transfers/$ORIGINAL/reversals" "rev-$RUN" '{"amount": "0.05"}')
+expect "partial reversal" "$(echo "$PART" | field '["result"]["amount"]'),$(echo "$PART" | field '["result"]["fee"]')" "0.05000000,0.00100000"
+REST=$(wait_final "transfers/$ORIGINAL/reversals" "rev-rest-$RUN" '{}')
+expect "the rest" "$(echo "$REST" | field '["result"]["amount"]'),$(echo "$REST" | field '["result"]["state"]')" "0.05000000,completed"
+expect "reversed amount" "$(curl -sf "$BASE/transfers/$ORIGINAL" | field '["result"]["reversed_amount"]')" "0.10000000"
+expect "nothing left" "$(curl -s -X POST "$BASE/transfers/$ORIGINAL/reversals" -H "$JSON" -H "Idempotency-Key: rev-more-$RUN" -d '{}' \
+  | field '["error"]')" "Amount exceeds the reversible remainder"
 echo "demo finished: every README example answered as documented"
