@@ -19,8 +19,10 @@ from api.schemas import (
     MerchantRead,
     MerchantUpdate,
     MerchantWithBalancesRead,
+    StatementEnvelope,
+    StatementQuery,
+    StatementRead,
 )
-from api.statement_schemas import StatementEnvelope, StatementQuery, StatementRead
 from shared.services import merchants, statements
 
 router = APIRouter(prefix="/merchants", tags=["merchants"], route_class=ExactJSONRoute)
