@@ -117,4 +117,11 @@ expect "the rest" "$(echo "$REST" | field '["result"]["amount"]'),$(echo "$REST"
 expect "reversed amount" "$(curl -sf "$BASE/transfers/$ORIGINAL" | field '["result"]["reversed_amount"]')" "0.10000000"
 expect "nothing left" "$(curl -s -X POST "$BASE/transfers/$ORIGINAL/reversals" -H "$JSON" -H "Idempotency-Key: rev-more-$RUN" -d '{}' \
   | field '["error"]')" "Amount exceeds the reversible remainder"
+# 14. Statements: alice's BTC journal, paginated, consistent from page to page
+STATEMENT=$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC")
+expect "first entry" "$(echo "$STATEMENT" | field '["result"]["entries"][0]["kind"]'),$(echo "$STATEMENT" | field '["result"]["entries"][0]["amount"]')" "initial,1.50000000"
+expect "closing balance" "$(echo "$STATEMENT" | field '["result"]["closing_balance"]')" "$(curl -sf "$BASE/merchants/$ALICE/balance" | field '["result"][0]["amount"]')"
+PAGE=$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC&limit=2")
+NEXT=$(echo "$PAGE" | field '["next_cursor"]')
+expect "second page" "$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC&limit=2&cursor=$NEXT" | field '["result"]["entries"][0]["kind"]')" "transfer"
 echo "demo finished: every README example answered as documented"
