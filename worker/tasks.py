@@ -23,6 +23,7 @@ from shared.infra.queue import (
 )
 from shared.infra.retry import Backoff
 from shared.services import posting
+from worker import metrics as worker_metrics
 from worker.resources import resources
 
 log = structlog.get_logger(__name__)
@@ -78,6 +79,7 @@ def apply_transfer(
         _retry_later(self, f"database: {type(error.orig).__name__}")
         return {"left_to_the_sweep": True}
     if result.locks_busy:
+        worker_metrics.count_lock_retry()
         _retry_later(self, "balance locks stayed busy")
     summary = _record(result)
     if uuid.UUID(transfer_id) in result.failed:
@@ -109,6 +111,11 @@ def apply_transfer_group(
 def _record(result: posting.GroupResult) -> dict[str, Any]:
     """Tell waiting API processes, log one line, and summarise for Flower."""
     announce_final(resources().redis, result.final)
+    worker_metrics.record_group(
+        resources().redis,
+        size=len(result.final) + result.skipped + len(result.faulted),
+        settled=result.settled,
+    )
     summary = {
         "completed": len(result.completed),
         "failed": len(result.failed),

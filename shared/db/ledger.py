@@ -138,7 +138,9 @@ _RECORD_APPLY_FAILURES = text(
         failure_reason = CASE WHEN apply_failures + 1 >= :max_failures THEN :reason END,
         processed = CASE WHEN apply_failures + 1 >= :max_failures THEN clock_timestamp() END
     WHERE id = ANY(CAST(:ids AS uuid[])) AND state = :pending
-    RETURNING id, state
+    RETURNING id, kind, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
+              idempotency_key, state, failure_reason, created, processed, reverses,
+              reversed_amount, reversed_fee
     """
 )
 
@@ -260,7 +262,7 @@ class LedgerRepository:
 
     def record_apply_failures(
         self, transfer_ids: list[uuid.UUID], *, reason: str, max_failures: int, backoff_s: float
-    ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    ) -> tuple[list[uuid.UUID], list[Transfer]]:
         """Count a failed attempt on each still-pending transfer: (those that wait for another
         try, those that reached the bound and failed now)."""
         rows = self._connection.execute(
@@ -274,10 +276,10 @@ class LedgerRepository:
                 "failed": TransferState.FAILED,
             },
         )
-        outcomes = rows.all()
+        outcomes = [to_transfer(row) for row in rows]
         return (
-            [row.id for row in outcomes if row.state == TransferState.PENDING],
-            [row.id for row in outcomes if row.state == TransferState.FAILED],
+            [t.id for t in outcomes if t.state is TransferState.PENDING],
+            [t for t in outcomes if t.state is TransferState.FAILED],
         )
 
     def claim_stale_pending(self, older_than_s: float, limit: int) -> list[uuid.UUID]:

@@ -11,6 +11,7 @@ A new kind of movement is a new plan in `plan_movement`, never a new writer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -154,6 +155,12 @@ class Plan:
     @property
     def state(self) -> TransferState:
         return TransferState.COMPLETED if self.failure_reason is None else TransferState.FAILED
+
+    def settle(self, transfer: Transfer) -> Transfer:
+        """The transfer as this plan leaves it (`processed` is the database's to stamp)."""
+        return dataclasses.replace(
+            transfer, state=self.state, failure_reason=self.failure_reason, fee=self.fee
+        )
 
 
 def plan_movement(

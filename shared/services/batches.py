@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from shared.db.batches import BatchRepository
@@ -24,6 +25,7 @@ from shared.domain.transfers import (
 )
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
+from shared.services.operations import count_submitted
 from shared.services.transfers import authorize, check_parties, new_transfer
 
 MAX_BATCH_ITEMS = 10_000
@@ -160,6 +162,8 @@ async def submit_batch(
             batch_id, actor.merchant_id, len(accepted), refused, accepted
         )
     to_apply = [created[key].id for key in plan.new if key in created]
+    for kind, count in Counter(created[key].kind for key in plan.new if key in created).items():
+        count_submitted(kind, count)
     await asyncio.to_thread(publish_transfer_groups, to_apply, batch_id, request_id)
     return BatchSubmission(batch_id, len(accepted), refused, results)
 

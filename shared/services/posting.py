@@ -37,8 +37,8 @@ DRAIN_BACKLOG = 50
 
 @dataclass(frozen=True, slots=True)
 class GroupResult:
-    completed: list[uuid.UUID] = field(default_factory=list)
-    failed: list[uuid.UUID] = field(default_factory=list)
+    # The transfers this group made final, as written.
+    settled: list[Transfer] = field(default_factory=list)
     # Final already, or being applied by another worker right now.
     skipped: int = 0
     # Applying raised; they wait for another try (those that reached the bound are in `failed`).
@@ -47,13 +47,20 @@ class GroupResult:
     locks_busy: bool = False
 
     @property
+    def completed(self) -> list[uuid.UUID]:
+        return [t.id for t in self.settled if t.state is TransferState.COMPLETED]
+
+    @property
+    def failed(self) -> list[uuid.UUID]:
+        return [t.id for t in self.settled if t.state is TransferState.FAILED]
+
+    @property
     def final(self) -> list[uuid.UUID]:
-        return self.completed + self.failed
+        return [t.id for t in self.settled]
 
     def __add__(self, other: GroupResult) -> GroupResult:
         return GroupResult(
-            self.completed + other.completed,
-            self.failed + other.failed,
+            self.settled + other.settled,
             self.skipped + other.skipped,
             self.faulted + other.faulted,
             self.locks_busy or other.locks_busy,
@@ -95,8 +102,7 @@ def _apply_once(db: SyncDatabase, transfer_ids: list[uuid.UUID]) -> GroupResult:
                 faults[transfer.id] = f"{type(error).__name__}: {error}"
         ledger.write_journal(journal, opened)
     result = GroupResult(
-        completed=[p.transfer_id for p in journal.plans if p.state is TransferState.COMPLETED],
-        failed=[p.transfer_id for p in journal.plans if p.state is TransferState.FAILED],
+        settled=[plan.settle(claimed[plan.transfer_id]) for plan in journal.plans],
         skipped=len(transfer_ids) - len(ordered),
     )
     if faults:
@@ -113,11 +119,11 @@ def _record_faults(db: SyncDatabase, transfer_ids: list[uuid.UUID], error: str) 
             max_failures=MAX_APPLY_FAILURES,
             backoff_s=APPLY_RETRY_BACKOFF_S,
         )
-    for transfer_id in given_up:
+    for transfer in given_up:
         log.error(
-            "transfer failed after repeated faults", transfer_id=str(transfer_id), error=error
+            "transfer failed after repeated faults", transfer_id=str(transfer.id), error=error
         )
-    return GroupResult(failed=given_up, faulted=retrying)
+    return GroupResult(settled=given_up, faulted=retrying)
 
 
 def apply_queued_transfer(

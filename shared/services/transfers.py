@@ -40,6 +40,7 @@ from shared.domain.transfers import (
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
 from shared.infra.queue import publish_transfers
+from shared.services.operations import count_submitted
 
 # While waiting for a final state, the database is re-read at least this often (a lost
 # pub/sub notice then costs at most this much latency).
@@ -153,6 +154,7 @@ async def submit_transfer(
         new = new_transfer(request, scope, key, sender, receiver, request_id)
         submission = await _record(repository, new, request)
     if not submission.replayed:
+        count_submitted(submission.transfer.kind)
         await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
     return submission
 
@@ -214,6 +216,7 @@ async def submit_reversal(
             raise
         submission = await _record(repository, new, request)
     if not submission.replayed:
+        count_submitted(submission.transfer.kind)
         await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
     return submission
 
