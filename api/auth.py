@@ -42,6 +42,8 @@ PUBLIC_PATHS = frozenset(
         "/docs/assets/favicon.png",
     }
 )
+# The operator console checks its own session cookie (an admin key's), not a bearer header.
+CONSOLE_PREFIX = "/console"
 
 Authenticate = Callable[[str], Awaitable[Actor]]
 T = TypeVar("T")
@@ -140,7 +142,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS:
+        if scope["type"] != "http" or path in PUBLIC_PATHS or _is_console(path):
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
@@ -154,6 +156,10 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["actor"] = actor
         await self.app(scope, receive, send)
+
+
+def _is_console(path: str) -> bool:
+    return path == CONSOLE_PREFIX or path.startswith(f"{CONSOLE_PREFIX}/")
 
 
 def _bearer_secret(scope: Scope) -> str:
