@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: install lock run test test-fast lint fmt check audit migrate bench up down logs-all shell-app shell-db shell-redis clean compose
+.PHONY: install lock run test test-fast lint fmt check audit migrate bench bench-audit up down logs-all shell-app shell-db shell-redis clean compose
 
 # Exact versions with hashes from the lock (runtime + zero-config + dev tools), then the project
 # itself, editable and without dependencies. Again whenever the lock or pyproject.toml changes.
@@ -87,3 +87,8 @@ clean:  ## compose's containers and volumes (if Compose exists), then the local 
 bench: install  ## load test against pgbench's yardstick; writes bench/results/latest.{json,md}
 	@command -v wrk >/dev/null || (apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk))
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# A ledger of 1,000,000 transfers (BENCH_AUDIT_ARGS='--transfers 100000' for fewer) built with SQL
+# in its own database, then `mini-ledger audit` timed; writes bench/results/audit.{json,md}.
+bench-audit: install  ## how long the audit takes on 1,000,000 transfers (SPEC: within 10 s)
+	$(BIN)/python bench/audit.py $(BENCH_AUDIT_ARGS)
