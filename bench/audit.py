@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -340,8 +341,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
     started = datetime.now(UTC)
-    # Embedded servers keep their data here (`make clean` removes it), so `--keep` and
-    # `--reuse` work without a configured server too.
+    # Embedded servers keep their data here (removed at the end unless --keep; `make clean`
+    # removes it too), so that `--keep` then `--reuse` work without a configured server.
     home = EMBEDDED_HOME
     home.mkdir(parents=True, exist_ok=True)
     servers = EmbeddedServers(home)
@@ -384,6 +385,8 @@ def main() -> int:
             fresh_engine.dispose()
     finally:
         servers.stop()
+        if embedded and not args.keep:  # its WAL alone is a gigabyte
+            shutil.rmtree(home, ignore_errors=True)
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
