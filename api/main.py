@@ -9,12 +9,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from api import console
 from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.docs import create_documented_app
 from api.errors import install_error_handlers
 from api.metrics import SubmissionFlusher, instrument
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
-from api.routers import api_keys, batches, merchants, movements, operations, transfers
+from api.routers import (
+    api_keys,
+    audit,
+    batches,
+    merchants,
+    movements,
+    operations,
+    transfers,
+)
 from shared.infra.config import Settings, get_settings
 from shared.infra.database import Database
 from shared.infra.engine import create_api_engine
@@ -32,6 +41,7 @@ VERSIONED_ROUTERS = (
     batches.router,
     operations.router,
     api_keys.router,
+    audit.router,
 )
 REDIS_SOCKET_TIMEOUT_S = 5
 DESCRIPTION = """\
@@ -101,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost (added last): its id is on every answer, its scope around every log line.
     app.add_middleware(RequestIdMiddleware)
     app.include_router(operations.public_router)
+    # The operator console: HTML pages on the same services, a session of its own, not in OpenAPI.
+    app.include_router(console.router)
     for router in VERSIONED_ROUTERS:
         app.include_router(router, prefix=API_VERSION_PREFIX)
         # The seed's unversioned paths keep working as exact aliases; OpenAPI shows /v1.
