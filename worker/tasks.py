@@ -16,13 +16,14 @@ from shared.infra.notifications import announce_final
 from shared.infra.queue import (
     APPLY_GROUP_TASK,
     APPLY_TRANSFER_TASK,
+    AUDIT_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
     celery_app,
     publish_transfer_groups,
 )
 from shared.infra.retry import Backoff
-from shared.services import posting
+from shared.services import audit, posting
 from worker import metrics as worker_metrics
 from worker.resources import resources
 
@@ -150,6 +151,19 @@ def sweep_pending(self: Task[Any, Any]) -> int:
         publish_transfer_groups(stale, None, None)
         _report_to_flower(self, len(stale), time.monotonic() - started)
     return len(stale)
+
+
+@celery_app.task(name=AUDIT_TASK)
+def audit_ledger() -> dict[str, Any]:
+    """Check every invariant (beat, every AUDIT_INTERVAL_S) and record the outcome, which
+    `/metrics` (`mini_ledger_audit_ok`) and the console show."""
+    worker = resources()
+    report = audit.audit_ledger(worker.db, worker.redis)
+    if report.ok:
+        log.info("audit clean", transfers=report.transfers, entries=report.entries)
+    else:
+        log.error("audit found problems", problems=report.problems)
+    return {"ok": report.ok, "problems": len(report.problems)}
 
 
 def _report_to_flower(task: Task[Any, Any], found: int, runtime_s: float) -> None:

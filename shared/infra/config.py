@@ -46,6 +46,7 @@ class Settings:
     # A pending transfer whose last enqueue is older than this is enqueued again.
     stale_pending_after_s: float
     sweep_interval_s: float
+    audit_interval_s: float
     # Requests per key when the key sets none ("<n>/second" or "<n>/minute"); admin keys are
     # unlimited unless `rate_limit_admin` is set.
     rate_limit_merchant: str
@@ -99,6 +100,7 @@ def load_settings() -> Settings:
         lock_wait_s=_env_float("LOCK_WAIT_S", 0.5),
         stale_pending_after_s=_env_float("STALE_PENDING_AFTER_S", 30.0),
         sweep_interval_s=_env_float("SWEEP_INTERVAL_S", 10.0),
+        audit_interval_s=_env_float("AUDIT_INTERVAL_S", 3600.0),
         rate_limit_merchant=_env("RATE_LIMIT_MERCHANT", "100/second"),
         rate_limit_admin=os.environ.get("RATE_LIMIT_ADMIN", "").strip() or None,
     )

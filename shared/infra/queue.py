@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 APPLY_TRANSFER_TASK = "mini_ledger.apply_transfer"
 APPLY_GROUP_TASK = "mini_ledger.apply_transfer_group"
 SWEEP_PENDING_TASK = "mini_ledger.sweep_pending"
+AUDIT_TASK = "mini_ledger.audit"
 TRANSFERS_QUEUE = "transfers"
 MAINTENANCE_QUEUE = "maintenance"
 # Unacknowledged messages are handed out again after this; longer than any task may run.
@@ -58,6 +59,7 @@ def create_celery(settings: Settings) -> Celery:
             APPLY_TRANSFER_TASK: {"queue": TRANSFERS_QUEUE},
             APPLY_GROUP_TASK: {"queue": TRANSFERS_QUEUE},
             SWEEP_PENDING_TASK: {"queue": MAINTENANCE_QUEUE},
+            AUDIT_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
@@ -80,7 +82,13 @@ def create_celery(settings: Settings) -> Celery:
                 "task": SWEEP_PENDING_TASK,
                 "schedule": settings.sweep_interval_s,
                 "options": {"expires": settings.sweep_interval_s},
-            }
+            },
+            # The alert `AuditNotRun` expects one at least daily; `AuditFailed` pages on a bad one.
+            "audit-ledger": {
+                "task": AUDIT_TASK,
+                "schedule": settings.audit_interval_s,
+                "options": {"expires": settings.audit_interval_s},
+            },
         },
     )
     return app

@@ -56,14 +56,18 @@ PROBLEMS: dict[str, tuple[str, str] | None] = {
         "{n} completed transfers do not have exactly the postings of their kind",
     ),
     "postings_checksums": (
-        "the journal's postings do not add up to the transfers' in {n} currency,"
+        "the journal's postings do not add up to the transfers',"
         " though no single movement was found wrong",
-        "the journal's postings do not add up to the transfers' in {n} currencies,"
+        "the journal's postings do not add up to the transfers',"
         " though no single movement was found wrong",
     ),
     "fees_not_following_the_rule": (
         "{n} transfer's fee does not follow the fee rule",
         "{n} transfers' fees do not follow the fee rule",
+    ),
+    "conversions_not_following_the_rule": (
+        "{n} cross-currency transfer's converted amount is not amount × fx_rate rounded down",
+        "{n} cross-currency transfers' converted amounts are not amount × fx_rate rounded down",
     ),
     "reversals_not_matching_originals": (
         "{n} reversal does not give back a completed transfer (receiver to sender, same currency)",
@@ -154,7 +158,7 @@ def audit_ledger(db: SyncDatabase, redis: Redis | None = None) -> AuditReport:
     with connect as connection, connection.begin():
         report = audit_connection(connection)
     if redis is not None:
-        record_audit(redis, report.ok, len(report.problems), report.checked_at)
+        record_audit(redis, report.ok, len(report.problems), report.checked_at, report.result())
     return report
 
 
@@ -169,5 +173,7 @@ async def audit(db: Database, actor: Actor, redis: AsyncRedis) -> AuditReport:
                 report = await connection.run_sync(audit_connection)
     except UNAVAILABLE_ERRORS as error:
         raise DependencyUnavailable("Database is unavailable, try again later") from error
-    await record_audit_async(redis, report.ok, len(report.problems), report.checked_at)
+    await record_audit_async(
+        redis, report.ok, len(report.problems), report.checked_at, report.result()
+    )
     return report

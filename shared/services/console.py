@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -33,13 +32,10 @@ from shared.domain.transfers import Transfer, TransferFilter
 from shared.infra.database import Database
 from shared.services.audit import AuditReport, audit
 from shared.services.merchants import get_merchant
-from shared.services.operations import QueueStatus, queue_status
+from shared.services.operations import QueueStatus, last_audit_report, queue_status
 from shared.services.statements import get_statement
 from shared.services.transfers import get_transfer, list_transfers
 
-# The last audit's outcome, as `GET /v1/audit` answers it (ok, checked_at, transfers, entries,
-# problems): written by whoever runs an audit, shown on the console's overview.
-LAST_AUDIT_KEY = "mini-ledger:audit:last"
 # The key that signs console sessions: made once, shared by every API process through Redis.
 SESSION_SECRET_KEY = "mini-ledger:console:session-secret"
 SESSION_SECRET_BYTES = 32
@@ -148,35 +144,13 @@ async def overview(db: Database, actor: Actor, redis: Redis) -> Overview:
         ]
     recent = (await list_transfers(db, actor, TransferFilter(), None, RECENT_TRANSFERS)).transfers
     return Overview(
-        status, settled, failures, await last_audit(redis), recent, await _names(db, recent)
+        status, settled, failures, await last_audit_report(redis), recent, await _names(db, recent)
     )
 
 
-async def last_audit(redis: Redis) -> dict[str, Any] | None:
-    """The last audit's outcome, or None if none was recorded (or Redis does not answer)."""
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT_S):
-            raw = await redis.get(LAST_AUDIT_KEY)
-    except (RedisError, OSError, TimeoutError):
-        return None
-    if raw is None:
-        return None
-    try:
-        stored = json.loads(raw)
-    except ValueError:
-        return None
-    return stored if isinstance(stored, dict) else None
-
-
 async def run_audit(db: Database, actor: Actor, redis: Redis) -> AuditReport:
-    """Check every invariant now (admin) and record the outcome as the last audit."""
-    report = await audit(db, actor, redis)
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT_S):
-            await redis.set(LAST_AUDIT_KEY, json.dumps(report.result()))
-    except (RedisError, OSError, TimeoutError):
-        pass  # The report is still shown; only "last audit" misses it.
-    return report
+    """Check every invariant now (admin); the outcome becomes the last audit."""
+    return await audit(db, actor, redis)
 
 
 async def search_merchants(

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from redis import Redis
@@ -342,27 +342,60 @@ def count_submitted(kind: str, count: int = 1) -> None:
 # The last audit, for the alert on a broken invariant
 
 
-def _audit_fields(ok: bool, problems: int, checked_at: datetime) -> tuple[str, str, str]:
-    return "1" if ok else "0", str(problems), str(checked_at.timestamp())
+def _audit_fields(
+    ok: bool, problems: int, checked_at: datetime, report: Mapping[str, Any] | None
+) -> dict[Any, str]:
+    fields: dict[Any, str] = {
+        "ok": "1" if ok else "0",
+        "problems": str(problems),
+        "at": str(checked_at.timestamp()),
+    }
+    if report is not None:
+        fields["report"] = json.dumps(report)
+    return fields
 
 
-def record_audit(redis: Redis, ok: bool, problems: int, checked_at: datetime) -> None:
-    """Remember the outcome of an audit (`mini-ledger audit`, a periodic job): `/metrics` shows
-    it as `mini_ledger_audit_ok`. Best effort: a Redis that does not answer is logged."""
-    flag, count, at = _audit_fields(ok, problems, checked_at)
+def record_audit(
+    redis: Redis,
+    ok: bool,
+    problems: int,
+    checked_at: datetime,
+    report: Mapping[str, Any] | None = None,
+) -> None:
+    """Remember the outcome of an audit (`mini-ledger audit`, beat's periodic audit): `/metrics`
+    shows it as `mini_ledger_audit_ok`, the console the whole `report`. Best effort: a Redis
+    that does not answer is logged."""
     try:
-        redis.hset(AUDIT_KEY, mapping={"ok": flag, "problems": count, "at": at})
+        redis.hset(AUDIT_KEY, mapping=_audit_fields(ok, problems, checked_at, report))
     except RedisError as error:
         log.warning("metrics: audit outcome not recorded", error=str(error))
 
 
 async def record_audit_async(
-    redis: AsyncRedis, ok: bool, problems: int, checked_at: datetime
+    redis: AsyncRedis,
+    ok: bool,
+    problems: int,
+    checked_at: datetime,
+    report: Mapping[str, Any] | None = None,
 ) -> None:
-    """The same from the API (`GET /v1/audit`)."""
-    flag, count, at = _audit_fields(ok, problems, checked_at)
+    """The same from the API (`GET /v1/audit`, the console)."""
     try:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
-            await redis.hset(AUDIT_KEY, mapping={"ok": flag, "problems": count, "at": at})
+            await redis.hset(AUDIT_KEY, mapping=_audit_fields(ok, problems, checked_at, report))
     except (RedisError, OSError, TimeoutError) as error:
         log.warning("metrics: audit outcome not recorded", error=str(error))
+
+
+async def last_audit_report(redis: AsyncRedis) -> dict[str, Any] | None:
+    """The last audit's report as `GET /v1/audit` answers it; None if none was recorded (or
+    Redis does not answer)."""
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT_S):
+            raw = await redis.hget(AUDIT_KEY, "report")
+    except (RedisError, OSError, TimeoutError):
+        return None
+    try:
+        stored = None if raw is None else json.loads(raw)
+    except ValueError:
+        return None
+    return stored if isinstance(stored, dict) else None

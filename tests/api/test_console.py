@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from api.console.format import duration, money
 from api.console.session import COOKIE
-from shared.services.console import LAST_AUDIT_KEY
+from shared.services.operations import AUDIT_KEY
 from tests.conftest import ADMIN_SECRET
 from tests.helpers import (
     balance_of,
@@ -526,14 +526,14 @@ class TestActions:
         page = await console.follow(await console.post("/console/audit"))
         assert flash(page.text).startswith("ok: Audit passed: every invariant holds")
         assert 'class="badge badge-completed">passed' in page.text
-        stored = json.loads(await app.state.redis.get(LAST_AUDIT_KEY))
+        stored = json.loads(await app.state.redis.hget(AUDIT_KEY, "report"))
         assert stored["ok"] is True and stored["problems"] == []
         assert {"checked_at", "transfers", "entries"} <= stored.keys()
 
     async def test_the_overview_says_when_no_audit_ran(
         self, console: Console, app: FastAPI
     ) -> None:
-        await app.state.redis.delete(LAST_AUDIT_KEY)
+        await app.state.redis.delete(AUDIT_KEY)
         page = await console.get("/console")
         assert "Never run." in page.text
 

@@ -179,10 +179,14 @@ class Writer:
                 INSERT INTO transfers (
                     id, idempotency_scope, idempotency_key, request_fingerprint, kind,
                     from_merchant_id, to_merchant_id, reverses, reversed_amount, reversed_fee,
-                    amount, fee, percent_fee, currency, state, failure_reason, processed)
+                    amount, fee, percent_fee, currency, state, failure_reason, processed,
+                    enqueued)
                 VALUES (:id, NULL, :key, :fingerprint, :kind, :sender, :receiver, :reverses,
                         :reversed_amount, :reversed_fee, :amount, :fee, :percent_fee,
-                        :currency, :state, :reason, :processed)
+                        :currency, :state, :reason, :processed,
+                        -- Never due: the session's workers (sweep, drain) must leave it pending.
+                        CASE WHEN CAST(:state AS varchar) = 'pending' THEN 'infinity'::timestamptz
+                             ELSE now() END)
                 """
             ),
             {
