@@ -124,4 +124,6 @@ expect "closing balance" "$(echo "$STATEMENT" | field '["result"]["closing_balan
 PAGE=$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC&limit=2")
 NEXT=$(echo "$PAGE" | field '["next_cursor"]')
 expect "second page" "$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC&limit=2&cursor=$NEXT" | field '["result"]["entries"][0]["kind"]')" "transfer"
+# 15. The audit: every invariant, from the database
+expect "audit" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
 echo "demo finished: every README example answered as documented"
