@@ -79,13 +79,14 @@ _LOCK_ACCOUNTS = text(
 )
 
 # The originals of a group's reversals, locked (after the reversals were claimed, before any
-# account), so that concurrent reversals of one transfer settle one after the other.
+# account), so that concurrent reversals of one transfer settle one after the other. NO KEY:
+# a new reversal's foreign key to its original (FOR KEY SHARE) need not wait for the group.
 _LOCK_ORIGINALS = text(
     """
     SELECT id, amount, fee, reversed_amount, reversed_fee FROM transfers
     WHERE id = ANY(CAST(:ids AS uuid[])) AND kind = 'transfer' AND state = 'completed'
     ORDER BY id
-    FOR UPDATE
+    FOR NO KEY UPDATE
     """
 )
 

@@ -67,7 +67,7 @@ accounts = Table(
     "accounts",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("kind", String(16), nullable=False, server_default=text("'transfer'")),
+    Column("kind", String(16), nullable=False),
     Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
     Column("currency", String(10), nullable=False),
     Column("shard", SmallInteger, nullable=True),
