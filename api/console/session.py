@@ -169,7 +169,8 @@ class SessionStore:
             signer.dumps(session.payload()),
             max_age=SESSION_MAX_AGE_S,
             path=COOKIE_PATH,
-            secure=request.url.scheme == "https",
+            secure=request.url.scheme == "https"
+            or request.app.state.settings.console_cookie_secure,
             httponly=True,
             samesite="strict",
         )

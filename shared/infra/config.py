@@ -47,6 +47,9 @@ class Settings:
     stale_pending_after_s: float
     sweep_interval_s: float
     audit_interval_s: float
+    # The console's session cookie is `Secure` over HTTPS; behind a proxy that ends TLS the API
+    # sees plain HTTP, so this forces it.
+    console_cookie_secure: bool
     # Requests per key when the key sets none ("<n>/second" or "<n>/minute"); admin keys are
     # unlimited unless `rate_limit_admin` is set.
     rate_limit_merchant: str
@@ -101,6 +104,7 @@ def load_settings() -> Settings:
         stale_pending_after_s=_env_float("STALE_PENDING_AFTER_S", 30.0),
         sweep_interval_s=_env_float("SWEEP_INTERVAL_S", 10.0),
         audit_interval_s=_env_float("AUDIT_INTERVAL_S", 3600.0),
+        console_cookie_secure=_env_bool("CONSOLE_COOKIE_SECURE", False),
         rate_limit_merchant=_env("RATE_LIMIT_MERCHANT", "100/second"),
         rate_limit_admin=os.environ.get("RATE_LIMIT_ADMIN", "").strip() or None,
     )

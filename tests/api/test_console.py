@@ -5,6 +5,7 @@ own services see it. The browser's view is `tests/e2e/test_console_browser.py`."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import re
@@ -147,6 +148,17 @@ class TestLogin:
         assert "path=/console" in flags
         assert ADMIN_SECRET not in cookie  # the key's hash only, signed
         assert (await browser.get("/console")).status_code == 200
+        assert "secure" not in flags  # plain HTTP, and CONSOLE_COOKIE_SECURE unset
+
+    async def test_session_cookie_is_secure_behind_a_tls_proxy(
+        self, browser: Console, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The proxy ended TLS, so the API sees http: CONSOLE_COOKIE_SECURE still marks it."""
+        settings = dataclasses.replace(app.state.settings, console_cookie_secure=True)
+        monkeypatch.setattr(app.state, "settings", settings)
+        response = await browser.log_in()
+        flags = {flag.strip().lower() for flag in response.headers["set-cookie"].split(";")[1:]}
+        assert "secure" in flags
 
     async def test_an_unknown_key_is_refused(self, browser: Console) -> None:
         response = await browser.log_in("mlk_" + "x" * 43)
