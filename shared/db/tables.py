@@ -41,6 +41,8 @@ metadata = MetaData(
 # 38 digits with 8 decimals: 30 integer digits, beyond SPEC's "at least 28".
 Money = Numeric(38, 8)
 Percent = Numeric(5, 2)
+# 1 BASE = rate QUOTE: 12 decimal places.
+Rate = Numeric(30, 12)
 CURRENCY_PATTERN = "^[A-Z0-9]{3,10}$"
 
 
@@ -62,7 +64,8 @@ merchants = Table(
 )
 
 # One table for every account of the ledger: a merchant's balance in one currency, a fee
-# (revenue) account shard, or the issuance account that money is brought in from.
+# (revenue) account shard, the issuance account that money is brought in from, or the FX
+# account (the platform's position in a currency that conversions move through).
 accounts = Table(
     "accounts",
     metadata,
@@ -75,10 +78,11 @@ accounts = Table(
     # Number of journal entries on this account; entries carry it, so history is linear.
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     _created(),
-    CheckConstraint("kind IN ('merchant', 'fee', 'issuance')", name="kind"),
+    CheckConstraint("kind IN ('merchant', 'fee', 'issuance', 'fx')", name="kind"),
     CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
-    # The issuance account is the only one that goes negative: it mirrors money brought in.
-    CheckConstraint("kind = 'issuance' OR amount >= 0", name="amount_not_negative"),
+    # The issuance account mirrors money brought in, the FX account the platform's position:
+    # the only ones that go negative.
+    CheckConstraint("kind IN ('issuance', 'fx') OR amount >= 0", name="amount_not_negative"),
     CheckConstraint("(kind = 'merchant') = (merchant_id IS NOT NULL)", name="merchant_owner"),
     CheckConstraint("(kind = 'fee') = (shard IS NOT NULL)", name="fee_shard"),
     Index(
@@ -101,6 +105,7 @@ accounts = Table(
         unique=True,
         postgresql_where=text("kind = 'issuance'"),
     ),
+    Index("uq_accounts_fx_currency", "currency", unique=True, postgresql_where=text("kind = 'fx'")),
 )
 
 transfers = Table(
@@ -125,6 +130,11 @@ transfers = Table(
     Column("fee", Money, nullable=False),
     Column("percent_fee", Percent, nullable=False),
     Column("currency", String(10), nullable=False),
+    # A cross-currency transfer: the receiver's currency, the rate snapshotted at submission and
+    # what the receiver gets, trunc(amount x fx_rate, 8). NULL for same-currency and other kinds.
+    Column("to_currency", String(10), nullable=True),
+    Column("fx_rate", Rate, nullable=True),
+    Column("converted_amount", Money, nullable=True),
     Column("state", String(16), nullable=False, server_default=text("'pending'")),
     Column("failure_reason", Text, nullable=True),
     _created(),
@@ -158,6 +168,19 @@ transfers = Table(
     CheckConstraint("fee >= 0", name="fee_not_negative"),
     CheckConstraint("percent_fee BETWEEN 0 AND 100", name="percent_fee_range"),
     CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
+    CheckConstraint(
+        "(to_currency IS NULL) = (fx_rate IS NULL)"
+        " AND (to_currency IS NULL) = (converted_amount IS NULL)",
+        name="fx_fields",
+    ),
+    CheckConstraint("to_currency IS NULL OR kind = 'transfer'", name="fx_kind"),
+    CheckConstraint(f"to_currency ~ '{CURRENCY_PATTERN}'", name="to_currency_code"),
+    CheckConstraint("to_currency <> currency", name="fx_distinct_currencies"),
+    CheckConstraint("fx_rate > 0", name="fx_rate_positive"),
+    CheckConstraint(
+        "converted_amount > 0 AND converted_amount = trunc(amount * fx_rate, 8)",
+        name="converted_amount",
+    ),
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="state"),
     CheckConstraint("(state = 'failed') = (failure_reason IS NOT NULL)", name="failure_reason"),
     CheckConstraint("(state = 'pending') = (processed IS NULL)", name="processed"),
@@ -230,4 +253,18 @@ api_keys = Table(
     CheckConstraint("scope IN ('write', 'read')", name="scope"),
     CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),
     CheckConstraint("rate_limit ~ '^[1-9][0-9]{0,8}/(second|minute)$'", name="rate_limit"),
+)
+
+# FX rates: 1 BASE = rate QUOTE, one per ordered pair (no inverse is implied).
+fx_rates = Table(
+    "fx_rates",
+    metadata,
+    Column("base", String(10), primary_key=True),
+    Column("quote", String(10), primary_key=True),
+    Column("rate", Rate, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"base ~ '{CURRENCY_PATTERN}'", name="base_code"),
+    CheckConstraint(f"quote ~ '{CURRENCY_PATTERN}'", name="quote_code"),
+    CheckConstraint("base <> quote", name="distinct_currencies"),
+    CheckConstraint("rate > 0", name="rate_positive"),
 )
