@@ -22,12 +22,17 @@ from shared.domain.errors import InvalidInput
 
 AMOUNT_PLACES = 8
 PERCENT_PLACES = 2
+RATE_PLACES = 12
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
 PERCENT_QUANTUM = Decimal(1).scaleb(-PERCENT_PLACES)
+RATE_QUANTUM = Decimal(1).scaleb(-RATE_PLACES)
 # Amounts accepted from clients have at most 20 integer digits; balances are stored as
 # NUMERIC(38, 8) (30 integer digits), so even 10^9 maximal credits cannot overflow a balance.
 MAX_AMOUNT = Decimal(10) ** 20
 MAX_PERCENT = Decimal(100)
+# FX rates (1 BASE = rate QUOTE): far above any real one (1 BTC is about 10^10 of the
+# smallest-valued tokens), and within the 18 integer digits of the rate columns.
+MAX_RATE = Decimal(10) ** 15
 
 _EXACT = Context(prec=80, rounding=ROUND_HALF_UP)
 # Sums of money: wide enough for any sum of balances, and any rounding at all raises instead of
@@ -88,6 +93,19 @@ def parse_percent_fee(value: object) -> Decimal:
         return number.quantize(PERCENT_QUANTUM)
 
 
+def parse_rate(value: object) -> Decimal:
+    """An FX rate: positive, below MAX_RATE, at most 12 decimals (SPEC: FX)."""
+    number = to_decimal(value, what="Rate")
+    if number <= 0:
+        raise InvalidInput("Rate must be greater than 0")
+    if number >= MAX_RATE:
+        raise InvalidInput(f"Rate must be less than {MAX_RATE:f}")
+    if not _has_at_most_places(number, RATE_PLACES):
+        raise InvalidInput(f"Rate must have at most {RATE_PLACES} decimal places")
+    with localcontext(_EXACT):
+        return number.quantize(RATE_QUANTUM)
+
+
 def parse_currency(value: object) -> str:
     """A currency code: 3-10 characters A-Z/0-9, any case accepted, stored upper-case."""
     if not isinstance(value, str) or not _CURRENCY.match(value):
@@ -120,6 +138,26 @@ def compute_fee_refund(
     return min(proportional, left)
 
 
+def convert_amount(amount: Decimal, rate: Decimal) -> Decimal:
+    """amount × rate, rounded down to 8 decimals (SPEC: FX), for a positive amount and rate.
+
+    In integers: the amount in units of 10^-8 times the rate in units of 10^-(rate places),
+    floor-divided back to units of 10^-8. Exact at any size; nothing rounds but the rule.
+    """
+    if amount < 0 or rate <= 0:
+        raise ValueError("a conversion needs a non-negative amount and a positive rate")
+    _, digits, exponent = rate.as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError("a rate must be finite")
+    rate_digits = int("".join(map(str, digits)) or "0")
+    scale = -exponent
+    if scale >= 0:
+        units = _minor_units(amount) * rate_digits // 10**scale
+    else:
+        units = _minor_units(amount) * rate_digits * 10**-scale
+    return _from_minor_units(units)
+
+
 def _minor_units(amount: Decimal) -> int:
     with localcontext(_SUMS):
         return int(amount.scaleb(AMOUNT_PLACES))
@@ -134,6 +172,12 @@ def format_amount(amount: Decimal) -> str:
     """The wire form of an amount: a string with exactly 8 decimals ("1.50000000")."""
     with localcontext(_EXACT):
         return f"{amount.quantize(AMOUNT_QUANTUM):f}"
+
+
+def format_rate(rate: Decimal) -> str:
+    """The wire form of an FX rate: a string with exactly 12 decimals ("1.085000000000")."""
+    with localcontext(_EXACT):
+        return f"{rate.quantize(RATE_QUANTUM):f}"
 
 
 def format_percent(percent: Decimal) -> str:

@@ -19,7 +19,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from shared.domain.errors import InvariantViolation, ReversalExceedsRemainder
-from shared.domain.money import add_amounts, compute_fee_refund, negate
+from shared.domain.money import add_amounts, compute_fee_refund, convert_amount, negate
 from shared.domain.transfers import (
     INSUFFICIENT_FUNDS,
     Transfer,
@@ -37,11 +37,13 @@ class AccountKind(StrEnum):
     MERCHANT = "merchant"
     FEE = "fee"
     ISSUANCE = "issuance"
+    FX = "fx"
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class AccountKey:
-    """Which account: a merchant's balance in a currency, a fee shard, or the issuance account."""
+    """Which account: a merchant's balance in a currency, a fee shard, the issuance account,
+    or the FX account."""
 
     kind: AccountKind
     currency: str
@@ -50,8 +52,9 @@ class AccountKey:
 
     @property
     def may_go_negative(self) -> bool:
-        # The issuance account mirrors the money brought in from outside: it is negative.
-        return self.kind is AccountKind.ISSUANCE
+        # The issuance account mirrors the money brought in from outside: it is negative. The
+        # FX account is the platform's position in its currency: either sign.
+        return self.kind in (AccountKind.ISSUANCE, AccountKind.FX)
 
 
 def merchant_account(merchant_id: UUID, currency: str) -> AccountKey:
@@ -66,6 +69,10 @@ def issuance_account(currency: str) -> AccountKey:
     return AccountKey(AccountKind.ISSUANCE, currency)
 
 
+def fx_account(currency: str) -> AccountKey:
+    return AccountKey(AccountKind.FX, currency)
+
+
 def _merchant_id(merchant_id: UUID | None) -> UUID:
     if merchant_id is None:
         raise InvariantViolation("a merchant leg without a merchant")
@@ -75,7 +82,9 @@ def _merchant_id(merchant_id: UUID | None) -> UUID:
 def accounts_touched(transfer: Transfer) -> tuple[AccountKey, ...]:
     """Every account applying the transfer may post to: what the worker opens and locks.
 
-    transfer:   sender, receiver, the fee shard of the transfer.
+    transfer:   sender, receiver, the fee shard of the transfer; across currencies, the
+                receiver's balance is in `to_currency`, and the FX accounts of both currencies
+                follow.
     deposit:    receiver, the currency's issuance account (money from outside).
     withdrawal: sender, the issuance account (money paid out).
     reversal:   sender (the original's receiver), receiver (its sender), and the fee shard
@@ -84,11 +93,14 @@ def accounts_touched(transfer: Transfer) -> tuple[AccountKey, ...]:
     currency = transfer.currency
     match transfer.kind:
         case TransferKind.TRANSFER:
-            return (
+            legs = (
                 merchant_account(_merchant_id(transfer.sender_id), currency),
-                merchant_account(_merchant_id(transfer.receiver_id), currency),
+                merchant_account(_merchant_id(transfer.receiver_id), transfer.receiver_currency),
                 fee_account(currency, transfer.id),
             )
+            if transfer.to_currency is None:
+                return legs
+            return (*legs, fx_account(currency), fx_account(transfer.to_currency))
         case TransferKind.DEPOSIT:
             return (
                 merchant_account(_merchant_id(transfer.receiver_id), currency),
@@ -174,15 +186,17 @@ def plan_movement(
     A debit the merchant cannot cover fails the transfer, moving nothing: the sender's
     amount + fee, a withdrawal's amount, a reversal's amount from the original's receiver. A
     deposit never fails. A reversal also fails when the original has less left to give back
-    (concurrent reversals); its fee refund comes out of the fee shard that took the fee.
+    (concurrent reversals); its fee refund comes out of the fee shard that took the fee. A
+    cross-currency transfer's receiver gets `converted_amount` in `to_currency`, through the
+    FX accounts: the sender's currency's takes `amount`, the receiver's gives the converted.
     """
     legs = accounts_touched(transfer)
     amount = transfer.amount
     match transfer.kind:
         case TransferKind.TRANSFER:
-            sender, receiver, fee = legs
+            sender, receiver, fee = legs[:3]
             debit = add_amounts(amount, transfer.fee)
-            postings = [Posting(sender, negate(debit)), Posting(receiver, amount)]
+            postings = [Posting(sender, negate(debit)), *_credit(transfer, legs)]
             if transfer.fee > 0:
                 postings.append(Posting(fee, transfer.fee))
             plan = _covered(transfer, balance_of(sender) >= debit, postings, transfer.fee)
@@ -198,6 +212,25 @@ def plan_movement(
             plan = _plan_reversal(transfer, legs, balance_of, original)
     require_transition(transfer.id, transfer.state, plan.state)
     return plan
+
+
+def _credit(transfer: Transfer, legs: tuple[AccountKey, ...]) -> list[Posting]:
+    """A transfer's receiver leg: +amount, or across currencies +converted_amount, with the
+    FX accounts' legs (+amount in `currency`, −converted_amount in `to_currency`)."""
+    receiver = legs[1]
+    if transfer.to_currency is None:
+        return [Posting(receiver, transfer.amount)]
+    converted, rate = transfer.converted_amount, transfer.fx_rate
+    if converted is None or rate is None or len(legs) != 5:
+        raise InvariantViolation(f"cross-currency transfer {transfer.id} without a conversion")
+    if converted <= 0 or converted != convert_amount(transfer.amount, rate):
+        raise InvariantViolation(f"cross-currency transfer {transfer.id} converted wrongly")
+    fx_from, fx_to = legs[3:]
+    return [
+        Posting(receiver, converted),
+        Posting(fx_from, transfer.amount),
+        Posting(fx_to, negate(converted)),
+    ]
 
 
 def _covered(transfer: Transfer, covered: bool, postings: list[Posting], fee: Decimal) -> Plan:
@@ -228,6 +261,13 @@ def _plan_reversal(
     if plan.state is TransferState.COMPLETED:
         return Plan(plan.transfer_id, plan.postings, None, refund, original.after(amount, refund))
     return plan
+
+
+def _by_currency(postings: tuple[Posting, ...]) -> list[list[Posting]]:
+    groups: dict[str, list[Posting]] = {}
+    for posting in postings:
+        groups.setdefault(posting.account.currency, []).append(posting)
+    return list(groups.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +312,9 @@ class Journal:
         """
         original = None if transfer.reverses is None else self._originals.get(transfer.reverses)
         plan = plan_movement(transfer, self._balance_of, original)
-        if add_amounts(*(posting.amount for posting in plan.postings)) != 0:
+        # In each currency (a conversion posts in two; anything else in one).
+        groups = [plan.postings] if transfer.to_currency is None else _by_currency(plan.postings)
+        if any(add_amounts(*(posting.amount for posting in group)) != 0 for group in groups):
             raise InvariantViolation(f"postings of transfer {transfer.id} do not sum to zero")
         moved: dict[AccountKey, AccountBalance] = {}
         entries = []

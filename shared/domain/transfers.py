@@ -18,6 +18,7 @@ from shared.domain.errors import (
     NotReversible,
     ReversalExceedsRemainder,
 )
+from shared.domain.fx import Conversion, CrossCurrencyNotReversible
 from shared.domain.money import add_amounts, compute_fee_refund, format_amount, negate
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
@@ -63,19 +64,26 @@ def _fingerprint(*parts: str) -> str:
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
     """What a client asked for, already validated and normalised: a transfer (both merchants),
-    a deposit (no sender) or a withdrawal (no receiver)."""
+    a deposit (no sender) or a withdrawal (no receiver). A transfer's `to_currency` is None
+    unless it differs from `currency` (a cross-currency transfer): naming the same currency
+    twice is an ordinary transfer."""
 
     sender: str | None
     receiver: str | None
     amount: Decimal
     currency: str
     kind: TransferKind = TransferKind.TRANSFER
+    to_currency: str | None = None
 
     def __post_init__(self) -> None:
         if (self.sender is None) != (self.kind is TransferKind.DEPOSIT) or (
             self.receiver is None
         ) != (self.kind is TransferKind.WITHDRAWAL):
             raise InvariantViolation(f"a {self.kind} request with the wrong parties")
+        if self.to_currency == self.currency:
+            object.__setattr__(self, "to_currency", None)
+        if self.to_currency is not None and self.kind is not TransferKind.TRANSFER:
+            raise InvariantViolation(f"a {self.kind} request with a to_currency")
 
     @property
     def merchant_names(self) -> list[str]:
@@ -85,10 +93,14 @@ class TransferRequest:
         """Same meaning, same fingerprint: `0.1` and `"0.10"`, `btc` and `BTC` compare equal.
 
         A transfer's form predates the other kinds (stored fingerprints stay valid); the others
-        lead with their kind, so one key never matches two kinds.
+        lead with their kind, so one key never matches two kinds. A cross-currency transfer
+        adds its `to_currency` as a fifth part (names hold no control character, so no other
+        request has that form); a same-currency transfer's form is unchanged.
         """
         parts = (self.sender or "", self.receiver or "", format_amount(self.amount), self.currency)
         if self.kind is TransferKind.TRANSFER:
+            if self.to_currency is not None:
+                return _fingerprint(*parts, self.to_currency)
             return _fingerprint(*parts)
         return _fingerprint(self.kind.value, *parts)
 
@@ -109,7 +121,9 @@ class ReversalRequest:
 class Transfer:
     """A movement of any kind. `sender_id` is None on a deposit, `receiver_id` on a withdrawal;
     `reverses` names a reversal's original; `reversed_amount`/`reversed_fee` (a `transfer`
-    only, else None) total its completed reversals."""
+    only, else None) total its completed reversals. A cross-currency transfer has
+    `to_currency`, the `fx_rate` it was submitted with and `converted_amount`, what its
+    receiver gets in `to_currency` (else all three None)."""
 
     id: UUID
     kind: TransferKind
@@ -127,11 +141,30 @@ class Transfer:
     reverses: UUID | None = None
     reversed_amount: Decimal | None = None
     reversed_fee: Decimal | None = None
+    to_currency: str | None = None
+    fx_rate: Decimal | None = None
+    converted_amount: Decimal | None = None
 
     @property
     def merchant_ids(self) -> list[UUID]:
         """The merchants whose balances it moves (one for a deposit or a withdrawal)."""
         return [m for m in (self.sender_id, self.receiver_id) if m is not None]
+
+    @property
+    def receiver_currency(self) -> str:
+        """The currency its receiver is credited in: `to_currency` across currencies."""
+        return self.currency if self.to_currency is None else self.to_currency
+
+    @property
+    def balances(self) -> list[tuple[UUID, str]]:
+        """The merchants' balances it moves, (merchant id, currency): what its Redis locks
+        name. The receiver's is in `to_currency` on a cross-currency transfer."""
+        balances = []
+        if self.sender_id is not None:
+            balances.append((self.sender_id, self.currency))
+        if self.receiver_id is not None:
+            balances.append((self.receiver_id, self.receiver_currency))
+        return balances
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +183,8 @@ class Reversible:
         client sees while the reversal is pending.
         """
         original = self.original
+        if original.to_currency is not None:
+            raise CrossCurrencyNotReversible()
         if original.kind is not TransferKind.TRANSFER or original.state is not (
             TransferState.COMPLETED
         ):
@@ -210,6 +245,19 @@ class NewTransfer:
     request_id: str | None
     kind: TransferKind = TransferKind.TRANSFER
     reverses: UUID | None = None
+    conversion: Conversion | None = None
+
+    @property
+    def to_currency(self) -> str | None:
+        return None if self.conversion is None else self.conversion.to_currency
+
+    @property
+    def fx_rate(self) -> Decimal | None:
+        return None if self.conversion is None else self.conversion.rate
+
+    @property
+    def converted_amount(self) -> Decimal | None:
+        return None if self.conversion is None else self.conversion.converted_amount
 
     @property
     def nothing_reversed(self) -> Decimal | None:
@@ -221,6 +269,7 @@ class NewTransfer:
 class TransferFilter:
     sender: str | None = None
     receiver: str | None = None
+    # Either side: a cross-currency transfer matches its `currency` and its `to_currency`.
     currency: str | None = None
     state: TransferState | None = None
     batch_id: UUID | None = None
