@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorDetail, ErrorEnvelope, ItemError, ValidationErrorEnvelope
-from shared.domain import errors
+from shared.domain import errors, fx
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,10 @@ ERROR_STATUS: dict[type[errors.LedgerError], int] = {
     errors.MerchantArchived: 400,
     errors.NotReversible: 400,
     errors.ReversalExceedsRemainder: 400,
+    fx.NoFxRate: 400,
+    fx.CrossCurrencyNotReversible: 400,
+    fx.ConvertedAmountZero: 422,
+    fx.ConvertedAmountTooLarge: 422,
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,
     errors.MayNotActFor: 403,

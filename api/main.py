@@ -19,6 +19,7 @@ from api.routers import (
     api_keys,
     audit,
     batches,
+    fx_rates,
     merchants,
     movements,
     operations,
@@ -42,6 +43,7 @@ VERSIONED_ROUTERS = (
     operations.router,
     api_keys.router,
     audit.router,
+    fx_rates.router,
 )
 REDIS_SOCKET_TIMEOUT_S = 5
 DESCRIPTION = """\

@@ -29,9 +29,11 @@ from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
     format_amount,
     format_percent,
+    format_rate,
     parse_amount,
     parse_currency,
     parse_percent_fee,
+    parse_rate,
 )
 from shared.domain.statements import (
     MOMENT_EXAMPLE,
@@ -100,11 +102,15 @@ PercentFeeIn = Annotated[
 CurrencyIn = Annotated[
     str, PlainValidator(_domain_rule(parse_currency), json_schema_input_type=str)
 ]
+RateIn = Annotated[
+    Decimal, PlainValidator(_domain_rule(parse_rate), json_schema_input_type=_DECIMAL_INPUT)
+]
 MerchantNameIn = Annotated[
     str, PlainValidator(_domain_rule(parse_merchant_name), json_schema_input_type=str)
 ]
 
 AmountOut = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
+RateOut = Annotated[Decimal, PlainSerializer(format_rate, return_type=str)]
 PercentOut = Annotated[Decimal, PlainSerializer(format_percent, return_type=str)]
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
@@ -163,6 +169,12 @@ class TransferCreate(RequestModel):
     to_merchant: MerchantNameIn
     amount: AmountIn
     currency: CurrencyIn
+    to_currency: CurrencyIn | None = Field(
+        default=None,
+        description="The receiver's currency, when it differs from `currency`: the receiver "
+        "gets `amount` × the current rate `currency`→`to_currency` (`PUT /v1/fx-rates`), "
+        "rounded down to 8 decimals. Absent, null or equal to `currency`: no conversion.",
+    )
 
     @model_validator(mode="after")
     def _distinct_merchants(self) -> TransferCreate:
@@ -174,7 +186,13 @@ class TransferCreate(RequestModel):
         return self
 
     def to_domain(self) -> TransferRequest:
-        return TransferRequest(self.from_merchant, self.to_merchant, self.amount, self.currency)
+        return TransferRequest(
+            self.from_merchant,
+            self.to_merchant,
+            self.amount,
+            self.currency,
+            to_currency=self.to_currency,
+        )
 
 
 class MovementCreate(RequestModel):
@@ -269,6 +287,27 @@ _TRANSFER_EXAMPLE: JsonDict = {
     "processed": None,
     "reverses": None,
     "reversed_amount": "0.00000000",
+    "to_currency": None,
+    "fx_rate": None,
+    "converted_amount": None,
+}
+# alice pays bob 100 USD (her fee 2%), bob gets euros at 1 USD = 0.92 EUR.
+_FX_TRANSFER_EXAMPLE: JsonDict = {
+    **_TRANSFER_EXAMPLE,
+    "amount": "100.00000000",
+    "fee": "2.00000000",
+    "currency": "USD",
+    "state": "completed",
+    "processed": PROCESSED,
+    "to_currency": "EUR",
+    "fx_rate": "0.920000000000",
+    "converted_amount": "92.00000000",
+}
+_FX_RATE_EXAMPLE: JsonDict = {
+    "base": "USD",
+    "quote": "EUR",
+    "rate": "0.920000000000",
+    "updated": CREATED,
 }
 _API_KEY_EXAMPLE: JsonDict = {
     "id": KEY_ID,
@@ -332,6 +371,7 @@ class TransferRead(ReadModel):
                     "failure_reason": "Insufficient funds",
                     "processed": PROCESSED,
                 },
+                _FX_TRANSFER_EXAMPLE,
             ]
         }
     )
@@ -362,6 +402,17 @@ class TransferRead(ReadModel):
     reverses: UUID | None = Field(description="A reversal's original transfer; else null.")
     reversed_amount: AmountOut | None = Field(
         description="On a `transfer`: the sum of its completed reversals; else null."
+    )
+    to_currency: str | None = Field(
+        description="A cross-currency transfer's receiver currency; null for same-currency."
+    )
+    fx_rate: RateOut | None = Field(
+        description="The rate `currency`→`to_currency` the transfer was submitted with (12 "
+        "decimals); null for same-currency."
+    )
+    converted_amount: AmountOut | None = Field(
+        description="What the receiver gets in `to_currency`: `amount` × `fx_rate`, rounded "
+        "down to 8 decimals; null for same-currency."
     )
 
 
@@ -475,7 +526,7 @@ class BatchCreate(RequestModel):
         Field(
             min_length=1,
             description="Up to 10,000 items, each `{idempotency_key, from_merchant, to_merchant, "
-            "amount, currency}`.",
+            "amount, currency}` and optionally `to_currency`.",
         ),
     ]
 
@@ -587,6 +638,23 @@ class QueueStatusRead(BaseModel):
     queue_depth: int | None
     pending_transfers: int
     oldest_pending_age_s: float | None
+
+
+class FxRateSet(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"rate": "0.92"}]})
+
+    rate: RateIn = Field(
+        description="1 BASE = `rate` QUOTE: positive, at most 12 decimals (a string or a number)."
+    )
+
+
+class FxRateRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_FX_RATE_EXAMPLE]})
+
+    base: str
+    quote: str
+    rate: RateOut = Field(description="1 `base` = `rate` `quote`, with exactly 12 decimals.")
+    updated: Timestamp = Field(description="When the rate was last set.")
 
 
 class ApiKeyRead(ReadModel):

@@ -66,9 +66,14 @@ def _issuance_seed(currency: str) -> str:
     return f"hashtextextended({currency}, -1)"
 
 
+def _fx_seed(currency: str) -> str:
+    return f"hashtextextended({currency}, -2)"
+
+
 _ACCOUNT_SEED = (
     f"CASE a.kind WHEN 'merchant' THEN {_merchant_seed('a.merchant_id', 'a.currency')}"
     f" WHEN 'fee' THEN {_fee_seed('a.currency', 'a.shard')}"
+    f" WHEN 'fx' THEN {_fx_seed('a.currency')}"
     f" ELSE {_issuance_seed('a.currency')} END"
 )
 
@@ -76,22 +81,30 @@ _ACCOUNT_SEED = (
 # What each transfer posts when it completes (SPEC "Movements"), with up to three legs, each a
 # signed amount (NULL: the kind has no such leg) on an account:
 # - the sender's balance: −(amount + fee) for a `transfer`, −amount for a withdrawal or reversal;
-# - the receiver's balance: +amount, or +(amount + fee) for a reversal (the fee refunded);
+# - the receiver's balance: +amount, or +(amount + fee) for a reversal (the fee refunded), or
+#   +converted_amount in `to_currency` for a cross-currency transfer (`receiver_currency`);
 # - the house: the fee shard (`house_shard`) of the transfer's id +fee, or of the reversed
 #   transfer's id −fee (the refund comes out of the shard that took the fee); the currency's
 #   issuance account (no shard) −amount for a deposit, +amount for a withdrawal. A zero fee
 #   posts nothing.
+# A cross-currency transfer has two legs more (SPEC "FX"): the FX account of its currency
+# +amount, and the FX account of its `to_currency` −converted_amount.
 _EXPECTED_POSTINGS = """
     SELECT t.id, t.kind, t.state, t.currency, t.amount, t.fee, t.percent_fee,
-           t.from_merchant_id, t.to_merchant_id, legs.*
+           t.from_merchant_id, t.to_merchant_id, t.to_currency, t.fx_rate, t.converted_amount,
+           legs.*
     FROM transfers t
     CROSS JOIN LATERAL (
         SELECT CASE WHEN t.from_merchant_id IS NOT NULL
                     THEN -(t.amount + CASE WHEN t.kind = 'transfer' THEN t.fee ELSE 0 END)
                END AS sender_amount,
-               CASE WHEN t.to_merchant_id IS NOT NULL
+               CASE WHEN t.to_currency IS NOT NULL THEN t.converted_amount
+                    WHEN t.to_merchant_id IS NOT NULL
                     THEN t.amount + CASE WHEN t.kind = 'reversal' THEN t.fee ELSE 0 END
                END AS receiver_amount,
+               coalesce(t.to_currency, t.currency) AS receiver_currency,
+               CASE WHEN t.to_currency IS NOT NULL THEN t.amount END AS fx_from_amount,
+               CASE WHEN t.to_currency IS NOT NULL THEN -t.converted_amount END AS fx_to_amount,
                nullif(CASE t.kind WHEN 'transfer' THEN t.fee WHEN 'reversal' THEN -t.fee
                                   WHEN 'deposit' THEN -t.amount WHEN 'withdrawal' THEN t.amount
                       END, 0) AS house_amount,
@@ -102,21 +115,26 @@ _EXPECTED_POSTINGS = """
     ) legs
 """
 
-# The transfers' side of the postings checksum: each leg's account seed × its hash.
+# The transfers' side of the postings checksum: each leg's account seed × its hash. The FX legs
+# are evaluated only for the transfers that convert.
 _EXPECTED_POSTINGS_CHECKSUM = (
     f"coalesce({_merchant_seed('t.from_merchant_id', 't.currency')}::numeric"
     f" * {_posting_hash('t.id', 't.sender_amount')}, 0)"
-    f" + coalesce({_merchant_seed('t.to_merchant_id', 't.currency')}::numeric"
+    f" + coalesce({_merchant_seed('t.to_merchant_id', 't.receiver_currency')}::numeric"
     f" * {_posting_hash('t.id', 't.receiver_amount')}, 0)"
     f" + coalesce(CASE WHEN t.house_shard IS NULL THEN {_issuance_seed('t.currency')}"
     f" ELSE {_fee_seed('t.currency', 't.house_shard')} END::numeric"
     f" * {_posting_hash('t.id', 't.house_amount')}, 0)"
+    f" + CASE WHEN t.to_currency IS NULL THEN 0"
+    f" ELSE {_fx_seed('t.currency')}::numeric * {_posting_hash('t.id', 't.fx_from_amount')}"
+    f" + {_fx_seed('t.to_currency')}::numeric * {_posting_hash('t.id', 't.fx_to_amount')} END"
 )
 
 _EXPECTED_POSTING_COUNT = (
     "(CASE WHEN {t}.sender_amount IS NULL THEN 0 ELSE 1 END"
     " + CASE WHEN {t}.receiver_amount IS NULL THEN 0 ELSE 1 END"
-    " + CASE WHEN {t}.house_amount IS NULL THEN 0 ELSE 1 END)"
+    " + CASE WHEN {t}.house_amount IS NULL THEN 0 ELSE 1 END"
+    " + CASE WHEN {t}.to_currency IS NULL THEN 0 ELSE 2 END)"
 )
 
 # Each entry turns its account's state (version − 1, balance_after − amount) into (version,
@@ -129,7 +147,7 @@ _FIRST_STATE = _state_hash("0", "0", "false")
 _LAST_STATE = _state_hash("j.last_version", "j.total", "j.total < 0")
 
 # Per currency, from every account and the whole journal in one pass: invariant 1 (no negative
-# balance but the issuance account's), 2 (each balance and version equals its journal: sum,
+# balance but the issuance and FX accounts'), 2 (each balance and version equals its journal: sum,
 # count, versions 1..n; each balance_after continues the entry before, as a checksum), and the
 # journal's side of conservation and of the postings checksum. Entries on an account that does
 # not exist land in the NULL currency and count as a balance that does not match.
@@ -151,7 +169,9 @@ _ACCOUNTS = text(
         GROUP BY account_id
     )
     SELECT a.currency,
-           count(*) FILTER (WHERE a.kind <> 'issuance' AND a.amount < 0) AS negative_balances,
+           count(*) FILTER (
+               WHERE a.kind NOT IN ('issuance', 'fx') AND a.amount < 0
+           ) AS negative_balances,
            count(*) FILTER (
                WHERE a.id IS NULL OR a.amount <> coalesce(j.total, 0)
                   OR a.version <> coalesce(j.entries, 0) OR a.version <> coalesce(j.last_version, 0)
@@ -191,8 +211,12 @@ _INITIAL_AMOUNTS = text(
 )
 
 # Per currency, every transfer in one pass: counts, the fee rule of kind `transfer` (exact:
-# amount × percent × 0.01 has at most 12 decimals, rounded half-up to 8 as SPEC says), money
-# brought in and taken out, and the transfers' side of the postings checksum.
+# amount × percent × 0.01 has at most 12 decimals, rounded half-up to 8 as SPEC says), the
+# conversion rule of a cross-currency `transfer` (converted_amount = amount × fx_rate rounded
+# down to 8 decimals, positive, into another currency; exact too), money brought in and taken
+# out, and the transfers' side of the postings checksum (a cross-currency transfer's legs in
+# `to_currency` counted with its `currency`: `_check_postings` compares the sums over all
+# currencies).
 _TRANSFERS = text(
     f"""
     SELECT t.currency,
@@ -202,6 +226,13 @@ _TRANSFERS = text(
            count(*) FILTER (
                WHERE t.kind = 'transfer' AND t.fee <> round(t.amount * t.percent_fee * 0.01, 8)
            ) AS fees_not_following_the_rule,
+           count(*) FILTER (
+               WHERE (t.to_currency IS NOT NULL OR t.fx_rate IS NOT NULL
+                      OR t.converted_amount IS NOT NULL)
+                 AND NOT coalesce(t.kind = 'transfer' AND t.to_currency <> t.currency
+                                  AND t.converted_amount > 0
+                                  AND t.converted_amount = trunc(t.amount * t.fx_rate, 8), false)
+           ) AS conversions_not_following_the_rule,
            coalesce(sum(t.amount) FILTER (WHERE t.kind = 'deposit' AND t.state = 'completed'), 0)
                AS deposited,
            coalesce(
@@ -308,8 +339,8 @@ _BROKEN_HISTORY_ENTRIES = text(
 )
 
 # Exact, when the postings checksum does not match: every movement of a transfer, its entries
-# matched against the postings of its kind (a leg each: 1, 8, 64; anything else 512, so the sum
-# with the count names exactly the legs present).
+# matched against the postings of its kind (a leg each: 1, 8, 64, and a conversion's FX legs
+# 512 and 4096; anything else 32768, so the sum with the count names exactly the legs present).
 _MOVEMENTS = text(
     f"""
     SELECT count(*) FILTER (WHERE NOT completed) AS postings_without_completion,
@@ -322,17 +353,24 @@ _MOVEMENTS = text(
         SELECT coalesce(bool_and(t.state = 'completed'), false) AS completed,
                sum(e.amount) AS total,
                count(*) AS postings,
-               sum(CASE WHEN a.currency IS DISTINCT FROM t.currency THEN 512
-                        WHEN a.kind = 'merchant' AND a.merchant_id = t.from_merchant_id
-                             AND e.amount = t.sender_amount THEN 1
+               sum(CASE WHEN a.kind = 'merchant' AND a.merchant_id = t.from_merchant_id
+                             AND a.currency = t.currency AND e.amount = t.sender_amount THEN 1
                         WHEN a.kind = 'merchant' AND a.merchant_id = t.to_merchant_id
+                             AND a.currency = t.receiver_currency
                              AND e.amount = t.receiver_amount THEN 8
-                        WHEN a.kind <> 'merchant' AND a.shard IS NOT DISTINCT FROM t.house_shard
+                        WHEN a.kind IN ('fee', 'issuance') AND a.currency = t.currency
+                             AND a.shard IS NOT DISTINCT FROM t.house_shard
                              AND e.amount = t.house_amount THEN 64
-                        ELSE 512 END) AS legs,
+                        WHEN a.kind = 'fx' AND a.currency = t.currency
+                             AND e.amount = t.fx_from_amount THEN 512
+                        WHEN a.kind = 'fx' AND a.currency = t.to_currency
+                             AND e.amount = t.fx_to_amount THEN 4096
+                        ELSE 32768 END) AS legs,
                max(CASE WHEN t.sender_amount IS NULL THEN 0 ELSE 1 END
                    + CASE WHEN t.receiver_amount IS NULL THEN 0 ELSE 8 END
-                   + CASE WHEN t.house_amount IS NULL THEN 0 ELSE 64 END) AS expected_legs,
+                   + CASE WHEN t.house_amount IS NULL THEN 0 ELSE 64 END
+                   + CASE WHEN t.to_currency IS NULL THEN 0 ELSE 512 + 4096 END)
+                   AS expected_legs,
                max({_EXPECTED_POSTING_COUNT.format(t="t")}) AS expected_postings
         FROM entries e
         LEFT JOIN accounts a ON a.id = e.account_id
@@ -348,7 +386,7 @@ _MOVEMENTS = text(
 class CurrencyTotals:
     """Conservation in one currency (SPEC invariant 3, with Part 2's deposits and withdrawals)."""
 
-    held: Decimal = Decimal(0)  # merchant balances + fee accounts
+    held: Decimal = Decimal(0)  # merchant balances + fee accounts + FX account
     issued: Decimal = Decimal(0)  # minus the issuance account: money brought in, net
     brought_in: Decimal = Decimal(0)  # initial amounts of balances
     deposited: Decimal = Decimal(0)
@@ -406,6 +444,9 @@ def check_ledger(connection: Connection) -> LedgerCheck:
         "fees_not_following_the_rule": sum(
             row.fees_not_following_the_rule for row in transfers.values()
         ),
+        "conversions_not_following_the_rule": sum(
+            row.conversions_not_following_the_rule for row in transfers.values()
+        ),
         "reversal_totals_not_matching": int(reversals.reversal_totals_not_matching),
         "reversals_not_matching_originals": int(reversals.reversals_not_matching_originals),
         "fee_refunds_not_following_the_rule": int(reversals.fee_refunds_not_following_the_rule),
@@ -459,17 +500,21 @@ def _check_histories(connection: Connection, broken: list[list[UUID]]) -> dict[s
 def _check_postings(
     connection: Connection, accounts: dict[str | None, Any], transfers: dict[str | None, Any]
 ) -> dict[str, int]:
-    """Compare the postings checksums per currency; where one differs, count exactly."""
+    """Compare the postings checksums; where they differ, count exactly.
 
-    def side(rows: dict[str | None, Any], code: str | None) -> tuple[Any, Any]:
-        row = rows.get(code)
-        return (0, 0) if row is None else (row.postings, row.posting_count)
+    Compared over all currencies at once: the journal sums an entry under its account's
+    currency, the transfers a cross-currency transfer's legs under its `currency` (an account's
+    seed includes its currency, so a posting in the wrong currency still does not match).
+    """
 
-    unmatched = [
-        code
-        for code in accounts.keys() | transfers.keys()
-        if side(accounts, code) != side(transfers, code)
-    ]
+    def side(rows: dict[str | None, Any]) -> tuple[Decimal, Decimal]:
+        # Checksums have ~40 digits: summed exactly (Python's default context keeps 28).
+        return (
+            add_amounts(*(Decimal(row.postings) for row in rows.values())),
+            add_amounts(*(Decimal(row.posting_count) for row in rows.values())),
+        )
+
+    unmatched = side(accounts) != side(transfers)
     if not unmatched:
         return dict.fromkeys(
             (
@@ -491,4 +536,4 @@ def _check_postings(
         "completed_without_postings": completed - int(movements.completed_with_postings),
     }
     # The exact counts explain the checksums, unless (a bug) they find nothing: then say so.
-    return found | {"postings_checksums": 0 if any(found.values()) else len(unmatched)}
+    return found | {"postings_checksums": 0 if any(found.values()) else 1}

@@ -28,6 +28,9 @@ TRANSFER_COLUMNS = (
     transfers.c.reverses,
     transfers.c.reversed_amount,
     transfers.c.reversed_fee,
+    transfers.c.to_currency,
+    transfers.c.fx_rate,
+    transfers.c.converted_amount,
 )
 
 
@@ -49,6 +52,9 @@ def to_transfer(row: Any) -> Transfer:
         reverses=row.reverses,
         reversed_amount=row.reversed_amount,
         reversed_fee=row.reversed_fee,
+        to_currency=row.to_currency,
+        fx_rate=row.fx_rate,
+        converted_amount=row.converted_amount,
     )
 
 

@@ -20,7 +20,8 @@ from shared.domain.posting import AccountBalance, AccountKey, AccountKind, Journ
 from shared.domain.transfers import Transfer, TransferState
 
 # Accounts a group may post to that do not exist yet (a receiver's first balance in a
-# currency, a fee shard's first fee, a currency's first deposit), opened empty, in key order.
+# currency, a fee shard's first fee, a currency's first deposit or conversion), opened empty, in
+# key order.
 # No account row is locked yet when this runs, so a wait here (on a concurrent opener of the
 # same account) closes no cycle.
 _OPEN_ACCOUNTS = text(
@@ -45,8 +46,15 @@ _OPEN_ACCOUNTS = text(
         FROM unnest(CAST(:issuance_currencies AS varchar[])) AS wanted (currency)
         ON CONFLICT DO NOTHING
         RETURNING id
+    ), fx AS (
+        INSERT INTO accounts (id, kind, currency, amount, version)
+        SELECT gen_random_uuid(), 'fx', currency, 0, 0
+        FROM unnest(CAST(:fx_currencies AS varchar[])) AS wanted (currency)
+        ON CONFLICT DO NOTHING
+        RETURNING id
     )
     SELECT id FROM merchant UNION ALL SELECT id FROM fee UNION ALL SELECT id FROM issuance
+    UNION ALL SELECT id FROM fx
     """
 )
 
@@ -72,6 +80,9 @@ _LOCK_ACCOUNTS = text(
         UNION ALL
         SELECT i.id FROM accounts i
         WHERE i.kind = 'issuance' AND i.currency = ANY(CAST(:issuance_currencies AS varchar[]))
+        UNION ALL
+        SELECT x.id FROM accounts x
+        WHERE x.kind = 'fx' AND x.currency = ANY(CAST(:fx_currencies AS varchar[]))
     ))
     ORDER BY a.id
     FOR UPDATE OF a
@@ -141,7 +152,7 @@ _RECORD_APPLY_FAILURES = text(
     WHERE id = ANY(CAST(:ids AS uuid[])) AND state = :pending
     RETURNING id, kind, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
               idempotency_key, state, failure_reason, created, processed, reverses,
-              reversed_amount, reversed_fee
+              reversed_amount, reversed_fee, to_currency, fx_rate, converted_amount
     """
 )
 
@@ -157,6 +168,7 @@ def _key_columns(keys: list[AccountKey]) -> dict[str, list[Any]]:
         "fee_currencies": [key.currency for key in fee],
         "fee_shards": [key.shard for key in fee],
         "issuance_currencies": [k.currency for k in ordered if k.kind is AccountKind.ISSUANCE],
+        "fx_currencies": [k.currency for k in ordered if k.kind is AccountKind.FX],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, and_, func, select, text, true, tuple_
@@ -11,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
-from shared.db.tables import accounts, batch_items, merchants, transfers
+from shared.db.tables import accounts, batch_items, fx_rates, merchants, transfers
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -26,20 +27,34 @@ _INSERT_PENDING_MANY = text(
     """
     INSERT INTO transfers (id, idempotency_scope, idempotency_key, request_fingerprint, kind,
                            from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
-                           request_id, reverses, reversed_amount, reversed_fee)
-    SELECT *, reversed FROM unnest(
+                           request_id, reverses, reversed_amount, reversed_fee, to_currency,
+                           fx_rate, converted_amount)
+    SELECT id, scope, key, fingerprint, kind, sender, receiver, amount, fee, percent_fee,
+           currency, request_id, reverses, reversed, reversed, to_currency, fx_rate, converted
+    FROM unnest(
         CAST(:ids AS uuid[]), CAST(:scopes AS uuid[]), CAST(:keys AS varchar[]),
         CAST(:fingerprints AS varchar[]), CAST(:kinds AS varchar[]),
         CAST(:senders AS uuid[]), CAST(:receivers AS uuid[]), CAST(:amounts AS numeric[]),
         CAST(:fees AS numeric[]), CAST(:percent_fees AS numeric[]),
         CAST(:currencies AS varchar[]), CAST(:request_ids AS varchar[]),
-        CAST(:reverses AS uuid[]), CAST(:reversed AS numeric[])
+        CAST(:reverses AS uuid[]), CAST(:reversed AS numeric[]),
+        CAST(:to_currencies AS varchar[]), CAST(:fx_rates AS numeric[]),
+        CAST(:converted AS numeric[])
     ) AS new (id, scope, key, fingerprint, kind, sender, receiver, amount, fee, percent_fee,
-              currency, request_id, reverses, reversed)
+              currency, request_id, reverses, reversed, to_currency, fx_rate, converted)
     ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING
     RETURNING id, kind, from_merchant_id, to_merchant_id, amount, fee, percent_fee, currency,
               idempotency_key, state, failure_reason, created, processed, reverses,
-              reversed_amount, reversed_fee
+              reversed_amount, reversed_fee, to_currency, fx_rate, converted_amount
+    """
+)
+
+
+_RATES_OF_PAIRS = text(
+    """
+    SELECT r.base, r.quote, r.rate
+    FROM unnest(CAST(:bases AS varchar[]), CAST(:quotes AS varchar[])) AS wanted (base, quote)
+    JOIN fx_rates r ON r.base = wanted.base AND r.quote = wanted.quote
     """
 )
 
@@ -64,7 +79,10 @@ def list_statement(
     if where.receiver is not None:
         conditions.append(transfers.c.to_merchant_id == _merchant_id_named(where.receiver))
     if where.currency is not None:
-        conditions.append(transfers.c.currency == where.currency)
+        # Either side: a cross-currency transfer is in both of its currencies.
+        conditions.append(
+            (transfers.c.currency == where.currency) | (transfers.c.to_currency == where.currency)
+        )
     if where.state is not None:
         conditions.append(transfers.c.state == where.state.value)
     if where.kind is not None:
@@ -85,6 +103,16 @@ def list_statement(
         .order_by(transfers.c.created.desc(), transfers.c.id.desc())
         .limit(limit)
     )
+
+
+def _conversion_values(new: NewTransfer) -> dict[str, Any]:
+    if new.conversion is None:
+        return {}
+    return {
+        "to_currency": new.conversion.to_currency,
+        "fx_rate": new.conversion.rate,
+        "converted_amount": new.conversion.converted_amount,
+    }
 
 
 class TransferRepository:
@@ -148,16 +176,32 @@ class TransferRepository:
 
     async def get_parties(self, names: list[str], currencies: list[str]) -> dict[str, Party]:
         """The named merchants that exist, each with its balances among `currencies`."""
+        parties, _ = await self.get_parties_and_rate(names, currencies, None)
+        return parties
+
+    async def get_parties_and_rate(
+        self, names: list[str], currencies: list[str], pair: tuple[str, str] | None
+    ) -> tuple[dict[str, Party], Decimal | None]:
+        """`get_parties`, and in the same statement the current FX rate of `pair` (base,
+        quote) when one is asked for: None if the pair has no rate (or no merchant exists)."""
         balance = accounts.alias("balance")
-        statement = (
-            select(
-                merchants.c.id,
-                merchants.c.name,
-                merchants.c.percent_fee,
-                merchants.c.archived,
-                balance.c.id.label("balance_id"),
-                balance.c.currency,
+        columns: list[Any] = [
+            merchants.c.id,
+            merchants.c.name,
+            merchants.c.percent_fee,
+            merchants.c.archived,
+            balance.c.id.label("balance_id"),
+            balance.c.currency,
+        ]
+        if pair is not None:
+            columns.append(
+                select(fx_rates.c.rate)
+                .where(fx_rates.c.base == pair[0], fx_rates.c.quote == pair[1])
+                .scalar_subquery()
+                .label("fx_rate")
             )
+        statement = (
+            select(*columns)
             .select_from(
                 merchants.outerjoin(
                     balance,
@@ -171,13 +215,26 @@ class TransferRepository:
             .where(is_any(merchants.c.name, names, String()))
         )
         parties: dict[str, Party] = {}
+        rate = None
         for row in await self._connection.execute(statement):
             party = parties.setdefault(
                 row.name, Party(row.id, row.name, row.percent_fee, row.archived, {})
             )
             if row.balance_id is not None:
                 party.balance_ids[row.currency] = row.balance_id
-        return parties
+            if pair is not None:
+                rate = row.fx_rate
+        return parties, rate
+
+    async def get_rates(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
+        """The current FX rates of `pairs` (base, quote) that have one (primary key lookups)."""
+        if not pairs:
+            return {}
+        rows = await self._connection.execute(
+            _RATES_OF_PAIRS,
+            {"bases": [base for base, _ in pairs], "quotes": [quote for _, quote in pairs]},
+        )
+        return {(row.base, row.quote): row.rate for row in rows}
 
     async def insert_pending(self, new: NewTransfer) -> Transfer | None:
         """Record a pending transfer; None when its Idempotency-Key is already taken.
@@ -203,6 +260,8 @@ class TransferRepository:
                 percent_fee=new.percent_fee,
                 currency=new.currency,
                 request_id=new.request_id,
+                # Only a cross-currency transfer names them: a same-currency insert is as before.
+                **_conversion_values(new),
             )
             .on_conflict_do_nothing(
                 index_elements=[transfers.c.idempotency_scope, transfers.c.idempotency_key]
@@ -240,6 +299,9 @@ class TransferRepository:
                 "request_ids": [t.request_id for t in new],
                 "reverses": [t.reverses for t in new],
                 "reversed": [t.nothing_reversed for t in new],
+                "to_currencies": [t.to_currency for t in new],
+                "fx_rates": [t.fx_rate for t in new],
+                "converted": [t.converted_amount for t in new],
             },
         )
         return {row.idempotency_key: to_transfer(row) for row in result}

@@ -156,8 +156,9 @@ def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> 
             [str(transfer.id)],
             {
                 "request_id": request_id,
+                # A cross-currency receiver's balance is in `to_currency`.
                 "balances": [
-                    [str(merchant_id), transfer.currency] for merchant_id in transfer.merchant_ids
+                    [str(merchant_id), currency] for merchant_id, currency in transfer.balances
                 ],
             },
             str(transfer.id),

@@ -56,14 +56,18 @@ PROBLEMS: dict[str, tuple[str, str] | None] = {
         "{n} completed transfers do not have exactly the postings of their kind",
     ),
     "postings_checksums": (
-        "the journal's postings do not add up to the transfers' in {n} currency,"
+        "the journal's postings do not add up to the transfers',"
         " though no single movement was found wrong",
-        "the journal's postings do not add up to the transfers' in {n} currencies,"
+        "the journal's postings do not add up to the transfers',"
         " though no single movement was found wrong",
     ),
     "fees_not_following_the_rule": (
         "{n} transfer's fee does not follow the fee rule",
         "{n} transfers' fees do not follow the fee rule",
+    ),
+    "conversions_not_following_the_rule": (
+        "{n} cross-currency transfer's converted amount is not amount × fx_rate rounded down",
+        "{n} cross-currency transfers' converted amounts are not amount × fx_rate rounded down",
     ),
     "reversals_not_matching_originals": (
         "{n} reversal does not give back a completed transfer (receiver to sender, same currency)",

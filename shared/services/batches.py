@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 
 from shared.db.batches import BatchRepository
 from shared.db.transfers import TransferRepository
@@ -26,7 +27,7 @@ from shared.domain.transfers import (
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
 from shared.services.operations import count_submitted
-from shared.services.transfers import authorize, check_parties, new_transfer
+from shared.services.transfers import authorize, check_parties, fx_pair, new_transfer
 
 MAX_BATCH_ITEMS = 10_000
 
@@ -59,11 +60,16 @@ class _BatchPlan:
     """What each item becomes, decided in request order; new transfers resolve after insert."""
 
     def __init__(
-        self, actor: Actor, stored: dict[str, StoredTransfer], parties: dict[str, Party]
+        self,
+        actor: Actor,
+        stored: dict[str, StoredTransfer],
+        parties: dict[str, Party],
+        rates: dict[tuple[str, str], Decimal],
     ) -> None:
         self._actor = actor
         self._stored = stored
         self._parties = parties
+        self._rates = rates
         self._decided: dict[int, ItemResult] = {}
         self._first_by_key: dict[str, BatchItem] = {}
         self._followers: dict[int, int] = {}  # a repeated key's item -> the first item with it
@@ -87,12 +93,19 @@ class _BatchPlan:
         else:
             try:
                 sender, receiver = check_parties(self._parties, item.request)
+                pair = fx_pair(item.request)
+                self.new[item.key] = new_transfer(
+                    item.request,
+                    self._actor.idempotency_scope,
+                    item.key,
+                    sender,
+                    receiver,
+                    request_id,
+                    None if pair is None else self._rates.get(pair),
+                )
             except LedgerError as error:
                 self._refuse(item, error)
                 return
-            self.new[item.key] = new_transfer(
-                item.request, self._actor.idempotency_scope, item.key, sender, receiver, request_id
-            )
             self._new_items[item.key] = item
 
     def _refuse(self, item: BatchItem, error: LedgerError) -> None:
@@ -142,6 +155,7 @@ async def submit_batch(
     scope = actor.idempotency_scope
     async with db.transaction() as connection:
         repository = TransferRepository(connection)
+        pairs = {pair for item in items if (pair := fx_pair(item.request)) is not None}
         plan = _BatchPlan(
             actor,
             stored=await repository.get_by_keys(scope, list({item.key for item in items})),
@@ -149,6 +163,8 @@ async def submit_batch(
                 list({name for item in items for name in item.request.merchant_names}),
                 list({item.request.currency for item in items}),
             ),
+            # Only when an item converts between currencies: one lookup for every pair.
+            rates=await repository.get_rates(sorted(pairs)) if pairs else {},
         )
         for item in items:
             plan.add(item, request_id)

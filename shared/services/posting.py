@@ -201,4 +201,5 @@ def claim_stale_pending(db: SyncDatabase, older_than_s: float, limit: int) -> li
 
 
 def _balance_keys(transfer: Transfer) -> list[tuple[uuid.UUID, str]]:
-    return [(merchant_id, transfer.currency) for merchant_id in transfer.merchant_ids]
+    """The merchants' balances it moves (a cross-currency receiver's in `to_currency`)."""
+    return transfer.balances

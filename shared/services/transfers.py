@@ -26,6 +26,7 @@ from shared.domain.errors import (
     TransferNotFound,
     TransferPartiesNotFound,
 )
+from shared.domain.fx import convert
 from shared.domain.money import compute_fee
 from shared.domain.transfers import (
     NewTransfer,
@@ -97,10 +98,16 @@ def new_transfer(
     sender: Party | None,
     receiver: Party | None,
     request_id: str | None,
+    fx_rate: Decimal | None = None,
 ) -> NewTransfer:
-    """A pending movement; a transfer's fee is snapshotted from the sender's fee now."""
+    """A pending movement; a transfer's fee is snapshotted from the sender's fee now, and a
+    cross-currency transfer's conversion from `fx_rate`, the pair's current rate (None: the
+    pair has none, and the transfer is refused)."""
     is_transfer = sender is not None and request.kind is TransferKind.TRANSFER
     percent_fee = sender.percent_fee if sender is not None and is_transfer else Decimal(0)
+    conversion = None
+    if request.to_currency is not None:
+        conversion = convert(request.currency, request.to_currency, request.amount, fx_rate)
     return NewTransfer(
         id=uuid.uuid4(),
         idempotency_scope=scope,
@@ -114,7 +121,13 @@ def new_transfer(
         currency=request.currency,
         request_id=request_id,
         kind=request.kind,
+        conversion=conversion,
     )
+
+
+def fx_pair(request: TransferRequest) -> tuple[str, str] | None:
+    """The FX pair whose rate a cross-currency request needs (None for any other)."""
+    return None if request.to_currency is None else (request.currency, request.to_currency)
 
 
 def authorize(actor: Actor, request: TransferRequest) -> None:
@@ -135,23 +148,26 @@ async def submit_transfer(
     Keys are scoped by the key owner (a merchant's keys share one scope, admin keys the
     platform's). A key seen before in the scope returns its transfer (or refuses a different
     request); a refusal records nothing, so the key stays free. A new key costs two statements:
-    the party lookup and the insert, whose ON CONFLICT also detects a key seen before (or racing
-    in parallel).
+    the party lookup (with, across currencies, the rate) and the insert, whose ON CONFLICT also
+    detects a key seen before (or racing in parallel).
     """
     authorize(actor, request)
     scope = actor.idempotency_scope
     # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
-        parties = await repository.get_parties(request.merchant_names, [request.currency])
+        parties, rate = await repository.get_parties_and_rate(
+            request.merchant_names, [request.currency], fx_pair(request)
+        )
         try:
             sender, receiver = check_parties(parties, request)
+            new = new_transfer(request, scope, key, sender, receiver, request_id, rate)
         except LedgerError:
-            # A replay wins over a refusal: the merchant may have changed since the first try.
+            # A replay wins over a refusal: the merchant (or the rate) may have changed since
+            # the first try.
             if (stored := await repository.get_by_key(scope, key)) is not None:
                 return Submission(stored.replay(request), replayed=True)
             raise
-        new = new_transfer(request, scope, key, sender, receiver, request_id)
         submission = await _record(repository, new, request)
     if not submission.replayed:
         count_submitted(submission.transfer.kind)
