@@ -126,4 +126,19 @@ NEXT=$(echo "$PAGE" | field '["next_cursor"]')
 expect "second page" "$(curl -sf "$BASE/merchants/$ALICE/statement?currency=BTC&limit=2&cursor=$NEXT" | field '["result"]["entries"][0]["kind"]')" "transfer"
 # 15. The audit: every invariant, from the database
 expect "audit" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
+# 16. FX: a rate (1 BTC = 90000.123456789012 EUR), then alice pays bob 0.1 BTC that he gets in
+# EUR: 0.1 x the rate = 9000.0123456789012, rounded down to 8 decimals
+expect "fx rate" "$(curl -sf -X PUT "$BASE/fx-rates/BTC/EUR" -H "$JSON" -d '{"rate": "90000.123456789012"}' \
+  | field '["result"]["rate"]')" "90000.123456789012"
+expect "listed rate" "$(curl -sf "$BASE/fx-rates" | python3 -c 'import json,sys; print([r["rate"] for r in json.load(sys.stdin)["result"] if (r["base"], r["quote"]) == ("BTC", "EUR")][0])')" "90000.123456789012"
+FX=$(curl -sf -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency-Key: fx-$RUN" -H "Prefer: wait=10" \
+  -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$BOB\", \"amount\": \"0.1\", \"currency\": \"BTC\", \"to_currency\": \"EUR\"}")
+expect "fx transfer" "$(echo "$FX" | field '["result"]["state"]'),$(echo "$FX" | field '["result"]["to_currency"]'),$(echo "$FX" | field '["result"]["converted_amount"]')" "completed,EUR,9000.01234567"
+expect "bob's euros" "$(curl -sf "$BASE/merchants/$BOB/balance" | python3 -c 'import json,sys; print([b["amount"] for b in json.load(sys.stdin)["result"] if b["currency"] == "EUR"][0])')" "9000.01234567"
+expect "no rate" "$(curl -s -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency-Key: fx-none-$RUN" \
+  -d "{\"from_merchant\": \"$ALICE\", \"to_merchant\": \"$BOB\", \"amount\": 1, \"currency\": \"BTC\", \"to_currency\": \"N${RUN: -8}\"}" \
+  | field '["status"]')" "400"
+expect "fx not reversible" "$(curl -s -X POST "$BASE/transfers/$(echo "$FX" | field '["result"]["id"]')/reversals" -H "$JSON" \
+  -H "Idempotency-Key: fx-rev-$RUN" -d '{}' | field '["error"]')" "Cross-currency transfers cannot be reversed"
+expect "audit after fx" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
 echo "demo finished: every README example answered as documented"
