@@ -25,6 +25,7 @@ from tests.helpers import (
     balance_of,
     create_merchant,
     funded_merchant,
+    record_pending,
     settle,
     submit,
     unique,
@@ -199,16 +200,20 @@ class TestRefusedAtSubmission:
         assert nothing_left.json()["error"] == EXCEEDS
 
     async def test_pending_reversals_count_against_the_remainder(
-        self, api_client: httpx.AsyncClient, sync_db: SyncDatabase
+        self, api_client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
     ) -> None:
-        """No workers here: the transfer is applied by the test, the reversals stay pending."""
+        """The original is recorded, never enqueued, and applied by the test; the reversals
+        may stay pending or be applied by the session's workers: the numbers are the same."""
         sender = await funded_merchant(api_client, "1000", percent_fee="2")
         receiver = await create_merchant(api_client)
-        response = await submit(api_client, sender["name"], receiver["name"], "100")
-        transfer_id = response.json()["result"]["id"]
+        (original,) = await record_pending(
+            app.state.database, [(sender["name"], receiver["name"], Decimal(100))]
+        )
+        transfer_id = str(original.id)
         pending = await reverse(api_client, transfer_id)
         assert pending.status_code == 400  # still pending itself
-        apply_group(sync_db, [uuid.UUID(transfer_id)])
+        assert pending.json()["error"] == "Only completed transfers can be reversed"
+        apply_group(sync_db, [original.id])
         first = await reverse(api_client, transfer_id, "70")
         assert first.status_code == 202
         assert first.json()["result"]["fee"] == "1.40000000"
