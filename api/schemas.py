@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -498,6 +498,39 @@ class BatchItemCreate(TransferCreate):
     )
 
     idempotency_key: IdempotencyKeyIn
+    kind: Literal["transfer"] = "transfer"
+
+
+class BatchMovementItemCreate(MovementCreate):
+    """A deposit (admin keys) or a withdrawal in a batch, as `POST /v1/deposits` or
+    `/v1/withdrawals` would take it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "idempotency_key": "payout-1",
+                    "kind": "withdrawal",
+                    "merchant": "bob",
+                    "amount": "0.01",
+                    "currency": "BTC",
+                }
+            ]
+        }
+    )
+
+    idempotency_key: IdempotencyKeyIn
+    kind: Literal["deposit", "withdrawal"]
+
+
+def parse_batch_item(raw: Any) -> tuple[str, TransferRequest]:
+    """One item's key and request: a transfer, or (by its `kind`) a deposit or a withdrawal.
+    Raises pydantic's ValidationError, fields relative to the item."""
+    if isinstance(raw, dict) and raw.get("kind") in ("deposit", "withdrawal"):
+        movement = BatchMovementItemCreate.model_validate(raw)
+        return movement.idempotency_key, movement.to_domain(TransferKind(movement.kind))
+    transfer = BatchItemCreate.model_validate(raw)
+    return transfer.idempotency_key, transfer.to_domain()
 
 
 class BatchCreate(RequestModel):
@@ -525,8 +558,10 @@ class BatchCreate(RequestModel):
         list[Any],
         Field(
             min_length=1,
-            description="Up to 10,000 items, each `{idempotency_key, from_merchant, to_merchant, "
-            "amount, currency}` and optionally `to_currency`.",
+            description="Up to 10,000 items. A transfer: `{idempotency_key, from_merchant, "
+            "to_merchant, amount, currency}` and optionally `to_currency`; a deposit or a "
+            'withdrawal: `{idempotency_key, "kind": "deposit" | "withdrawal", merchant, amount, '
+            "currency}`.",
         ),
     ]
 

@@ -15,13 +15,13 @@ from api.exact_json import ExactJSONRoute
 from api.responses import envelope
 from api.schemas import (
     BatchCreate,
-    BatchItemCreate,
     BatchItemRead,
     BatchProgressRead,
     BatchRead,
     Envelope,
     ItemError,
     TransferRead,
+    parse_batch_item,
 )
 from shared.services import batches
 from shared.services.batches import BatchItem, BatchSubmission
@@ -38,11 +38,11 @@ def parse_items(raw_items: list[Any]) -> tuple[list[BatchItem], dict[int, ItemEr
     invalid: dict[int, ItemError] = {}
     for index, raw in enumerate(raw_items):
         try:
-            item = BatchItemCreate.model_validate(raw)
+            key, request = parse_batch_item(raw)
         except ValidationError as error:
             invalid[index] = item_validation_error(error)
             continue
-        valid.append(BatchItem(index, item.idempotency_key, item.to_domain()))
+        valid.append(BatchItem(index, key, request))
     return valid, invalid
 
 
@@ -68,7 +68,8 @@ def render(submission: BatchSubmission, invalid: dict[int, ItemError]) -> BatchR
     status_code=202,
     response_model=Envelope[BatchRead],
     responses=error_responses(403, 413, 422, 503),
-    summary="Submit up to 10,000 transfers; each item is accepted or refused on its own",
+    summary="Submit up to 10,000 transfers, deposits or withdrawals; each item is accepted or "
+    "refused on its own",
 )
 async def submit_batch(
     body: BatchCreate, db: DB, actor: Caller, request_id: RequestId

@@ -220,3 +220,67 @@ class TestOperations:
         status = response.json()["result"]
         assert set(status) == {"queue_depth", "pending_transfers", "oldest_pending_age_s"}
         assert isinstance(status["queue_depth"], int) and status["pending_transfers"] >= 0
+
+
+def movement(kind: str, merchant: str, amount: Any, key: str | None = None) -> dict[str, Any]:
+    return {
+        "idempotency_key": key or unique("bm"),
+        "kind": kind,
+        "merchant": merchant,
+        "amount": amount,
+        "currency": "USD",
+    }
+
+
+class TestDepositsAndWithdrawalsInBatches:
+    async def test_mixed_kinds_each_with_its_own_rules(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        """A payout run: deposits, withdrawals and transfers in one batch, in order."""
+        alice = await funded_merchant(client, "10")
+        bob = await funded_merchant(client, "1")  # a withdrawal needs a balance at submission
+        items = [
+            movement("deposit", bob["name"], "5"),
+            item(alice["name"], bob["name"], "4"),
+            movement("withdrawal", alice["name"], "6"),
+            movement("withdrawal", alice["name"], "0.00000001"),  # nothing left: fails
+            movement("withdrawal", bob["name"], "9"),
+            movement("withdrawal", "nobody-here", "1"),
+            {**movement("withdrawal", bob["name"], "1"), "kind": "gift"},
+            {**movement("deposit", bob["name"], "1"), "from_merchant": alice["name"]},
+        ]
+        result = await post_batch(client, items)
+        assert (result["accepted"], result["refused"]) == (5, 3)
+        errors = {i["index"]: i["error"] for i in result["items"] if i.get("error")}
+        assert errors[5] == {"status": 404, "message": "Merchant nobody-here does not exist"}
+        assert errors[6]["status"] == 422
+        assert "body.kind" in {detail["field"] for detail in errors[6]["details"]}
+        assert errors[7]["status"] == 422
+        kinds = [i["transfer"]["kind"] for i in result["items"] if i.get("transfer")]
+        assert kinds == ["deposit", "transfer", "withdrawal", "withdrawal", "withdrawal"]
+        progress = await wait_finished(client, result["id"])
+        assert progress["counts"] == {"pending": 0, "completed": 4, "failed": 1}
+        assert await balance_of(client, alice["name"]) == Decimal("0")
+        assert await balance_of(client, bob["name"]) == Decimal("1")  # 1 + 5 + 4 - 9
+        assert_ledger_consistent(sync_db)
+
+    async def test_deposits_need_an_admin_key(self, client: httpx.AsyncClient) -> None:
+        merchant = await funded_merchant(client, "10")
+        created = await client.post(
+            "/v1/api-keys", json={"name": unique("k"), "merchant": merchant["name"]}
+        )
+        headers = {"Authorization": f"Bearer {created.json()['result']['secret']}"}
+        response = await client.post(
+            "/batches",
+            json={
+                "transfers": [
+                    movement("deposit", merchant["name"], "1"),
+                    movement("withdrawal", merchant["name"], "1"),
+                ]
+            },
+            headers=headers,
+        )
+        assert response.status_code == 202
+        first, second = response.json()["result"]["items"]
+        assert first["error"] == {"status": 403, "message": "Forbidden"}
+        assert second["transfer"]["kind"] == "withdrawal"
