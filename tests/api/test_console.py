@@ -151,12 +151,15 @@ class TestLogin:
         assert "secure" not in flags  # plain HTTP, and CONSOLE_COOKIE_SECURE unset
 
     async def test_session_cookie_is_secure_behind_a_tls_proxy(
-        self, browser: Console, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+        self, browser: Console, app: FastAPI
     ) -> None:
         """The proxy ended TLS, so the API sees http: CONSOLE_COOKIE_SECURE still marks it."""
-        settings = dataclasses.replace(app.state.settings, console_cookie_secure=True)
-        monkeypatch.setattr(app.state, "settings", settings)
-        response = await browser.log_in()
+        settings = app.state.settings
+        app.state.settings = dataclasses.replace(settings, console_cookie_secure=True)
+        try:
+            response = await browser.log_in()
+        finally:
+            app.state.settings = settings
         flags = {flag.strip().lower() for flag in response.headers["set-cookie"].split(";")[1:]}
         assert "secure" in flags
 
