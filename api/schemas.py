@@ -848,3 +848,29 @@ class StatementEnvelope(BaseModel):
     status: int
     result: StatementRead
     next_cursor: str | None = Field(description="The next page's `cursor`; null on the last.")
+
+
+class AuditRead(BaseModel):
+    """`GET /v1/audit`'s result, and what `mini-ledger audit` prints."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ok": False,
+                    "checked_at": "2025-01-15T09:30:00.123456Z",
+                    "transfers": 1000000,
+                    "entries": 2782000,
+                    "pending": 12,
+                    "problems": ["3 balances do not match the journal"],
+                }
+            ]
+        }
+    )
+
+    ok: bool
+    checked_at: Timestamp
+    transfers: int
+    entries: int
+    pending: int  # transfers on their way: not a problem
+    problems: list[str]

@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -22,7 +20,6 @@ from shared.domain.access import Actor
 from shared.domain.batches import BatchProgress
 from shared.domain.errors import (
     DependencyUnavailable,
-    InvalidCursor,
     InvariantViolation,
     Unauthenticated,
 )
@@ -33,6 +30,7 @@ from shared.infra.database import Database
 from shared.services.audit import AuditReport, audit
 from shared.services.merchants import get_merchant
 from shared.services.operations import QueueStatus, last_audit_report, queue_status
+from shared.services.pagination import decode_moment, decode_text, encode_moment, encode_text
 from shared.services.statements import get_statement
 from shared.services.transfers import get_transfer, list_transfers
 
@@ -158,11 +156,11 @@ async def search_merchants(
 ) -> MerchantPage:
     """Merchants whose name contains `fragment` (any case), by name; `cursor` continues."""
     actor.require_admin()
-    after = None if cursor is None else _decode(cursor)
+    after = None if cursor is None else decode_text(cursor)
     async with db.autocommit() as connection:
         found = await ConsoleRepository(connection).search_merchants(fragment, after, limit + 1)
     page = found[:limit]
-    return MerchantPage(page, _encode(page[-1].name) if len(found) > limit else None)
+    return MerchantPage(page, encode_text(page[-1].name) if len(found) > limit else None)
 
 
 async def merchant_view(
@@ -221,33 +219,11 @@ async def transfer_view(db: Database, actor: Actor, transfer_id: uuid.UUID) -> T
 async def list_batches(db: Database, actor: Actor, cursor: str | None, limit: int) -> BatchPage:
     """Batches newest first with their progress; `cursor` continues."""
     actor.require_admin()
-    after = None if cursor is None else _decode_moment(cursor)
+    after = None if cursor is None else decode_moment(cursor)
     async with db.autocommit() as connection:
         found = await ConsoleRepository(connection).list_batches(after, limit + 1)
     page = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = _encode(f"{page[-1].created.isoformat()}|{page[-1].id}")
+        next_cursor = encode_moment(page[-1].created, page[-1].id)
     return BatchPage(page, next_cursor)
-
-
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise InvalidCursor() from error
-
-
-def _decode_moment(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, batch_id = _decode(cursor).split("|")
-        moment = datetime.fromisoformat(created)
-        if moment.tzinfo is None:
-            raise ValueError("naive cursor timestamp")
-        return moment, uuid.UUID(batch_id)
-    except ValueError as error:
-        raise InvalidCursor() from error

@@ -4,12 +4,9 @@ outcome. Every kind is recorded pending here and applied by a worker (`posting.p
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 from shared.db.transfers import TransferRepository
@@ -17,7 +14,6 @@ from shared.domain.access import Actor
 from shared.domain.errors import (
     BalanceNotFound,
     Forbidden,
-    InvalidCursor,
     InvariantViolation,
     LedgerError,
     MerchantArchived,
@@ -42,6 +38,7 @@ from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
 from shared.infra.queue import publish_transfers
 from shared.services.operations import count_submitted
+from shared.services.pagination import decode_moment, encode_moment
 
 # While waiting for a final state, the database is re-read at least this often (a lost
 # pub/sub notice then costs at most this much latency).
@@ -163,16 +160,11 @@ async def submit_transfer(
             sender, receiver = check_parties(parties, request)
             new = new_transfer(request, scope, key, sender, receiver, request_id, rate)
         except LedgerError:
-            # A replay wins over a refusal: the merchant (or the rate) may have changed since
-            # the first try.
-            if (stored := await repository.get_by_key(scope, key)) is not None:
-                return Submission(stored.replay(request), replayed=True)
+            if (replay := await _replay(repository, scope, key, request)) is not None:
+                return replay
             raise
         submission = await _record(repository, new, request)
-    if not submission.replayed:
-        count_submitted(submission.transfer.kind)
-        await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
-    return submission
+    return await _hand_over(submission, request_id)
 
 
 def new_reversal(
@@ -227,10 +219,27 @@ async def submit_reversal(
         try:
             new = new_reversal(actor, reversible, request, scope, key, request_id)
         except LedgerError:
-            if (stored := await repository.get_by_key(scope, key)) is not None:
-                return Submission(stored.replay(request), replayed=True)
+            if (replay := await _replay(repository, scope, key, request)) is not None:
+                return replay
             raise
         submission = await _record(repository, new, request)
+    return await _hand_over(submission, request_id)
+
+
+async def _replay(
+    repository: TransferRepository,
+    scope: uuid.UUID | None,
+    key: str,
+    request: TransferRequest | ReversalRequest,
+) -> Submission | None:
+    """The transfer a key already names, for a request refused now: a replay wins over a
+    refusal (the merchant, the rate or the original may have changed since the first try)."""
+    stored = await repository.get_by_key(scope, key)
+    return None if stored is None else Submission(stored.replay(request), replayed=True)
+
+
+async def _hand_over(submission: Submission, request_id: str | None) -> Submission:
+    """A new transfer, committed: counted, then handed to the workers (a replay is neither)."""
     if not submission.replayed:
         count_submitted(submission.transfer.kind)
         await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
@@ -278,23 +287,6 @@ async def wait_until_final(
     return transfer
 
 
-def encode_cursor(transfer: Transfer) -> str:
-    raw = f"{transfer.created.isoformat()}|{transfer.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, transfer_id = raw.split("|")
-        moment = datetime.fromisoformat(created)
-        if moment.tzinfo is None:
-            raise ValueError("naive cursor timestamp")
-        return moment, uuid.UUID(transfer_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise InvalidCursor() from error
-
-
 async def list_transfers(
     db: Database, actor: Actor, where: TransferFilter, cursor: str | None, limit: int
 ) -> TransferPage:
@@ -302,9 +294,9 @@ async def list_transfers(
     the last transfer of this page."""
     if not actor.is_admin:
         where = dataclasses.replace(where, party=actor.merchant_id)
-    after = None if cursor is None else decode_cursor(cursor)
+    after = None if cursor is None else decode_moment(cursor)
     async with db.autocommit() as connection:
         rows = await TransferRepository(connection).list(where, after, limit + 1)
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    next_cursor = encode_moment(page[-1].created, page[-1].id) if len(rows) > limit else None
     return TransferPage(page, next_cursor)
