@@ -347,6 +347,35 @@ class TestPages:
         assert page.status_code == 422
         assert "State must be one of pending, completed, failed" in page.text
 
+    async def test_a_conversion_shows_its_snapshot_and_no_reverse_form(
+        self, console: Console, api_client: httpx.AsyncClient, client: httpx.AsyncClient
+    ) -> None:
+        currency = "C" + uuid.uuid4().hex[:6].upper()
+        rate = await api_client.put(f"/v1/fx-rates/USD/{currency}", json={"rate": "1.5"})
+        assert rate.status_code == 200, rate.text
+        sender = await funded_merchant(api_client, "10")
+        receiver = await create_merchant(api_client)
+        response = await api_client.post(
+            "/v1/transfers",
+            json={
+                "from_merchant": sender["name"],
+                "to_merchant": receiver["name"],
+                "amount": "2",
+                "currency": "USD",
+                "to_currency": currency,
+            },
+            headers={"Idempotency-Key": unique("fx")},
+        )
+        (transfer,) = await settle(api_client, [response.json()["result"]["id"]])
+        assert transfer["state"] == "completed"
+        page = await console.get(f"/console/transfers/{transfer['id']}")
+        converted = re.search(r'id="converted-amount">(.*?)</dd>', page.text, re.S)
+        assert converted, "no converted amount"
+        text = re.sub(r"<[^>]+>", "", converted.group(1))
+        assert text.startswith(f"3.00 {currency}"), text
+        assert "Cross-currency transfers cannot be reversed." in page.text
+        assert 'id="reverse-form"' not in page.text
+
     async def test_transfers_are_paginated(
         self, console: Console, api_client: httpx.AsyncClient
     ) -> None:
