@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -59,8 +60,40 @@ merchants = Table(
     _created(),
     Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("archived", Boolean, nullable=False, server_default=text("false")),
+    # Volume fee tiers ([{"from_volume", "percent_fee"}, ...], validated by the domain); NULL:
+    # the flat `percent_fee`.
+    Column("fee_tiers", JSONB, nullable=True),
     CheckConstraint("char_length(name) BETWEEN 1 AND 64", name="name_length"),
     CheckConstraint("percent_fee BETWEEN 0 AND 100", name="percent_fee_range"),
+    CheckConstraint("jsonb_typeof(fee_tiers) = 'array'", name="fee_tiers_array"),
+)
+
+# A cap on what a balance may be debited per UTC day or month (transfers and withdrawals).
+balance_limits = Table(
+    "balance_limits",
+    metadata,
+    Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), primary_key=True),
+    Column("currency", String(10), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("max_amount", Money, nullable=False),
+    CheckConstraint(f"currency ~ '{CURRENCY_PATTERN}'", name="currency_code"),
+    CheckConstraint("period IN ('day', 'month')", name="period"),
+    CheckConstraint("max_amount > 0", name="max_amount_positive"),
+)
+
+# Running totals of a merchant's balance per UTC day, kept by the worker in the transaction that
+# completes a movement: `debited` (amount + fee of transfers and withdrawals completed that day:
+# limits) and `sent` (amount of transfers recorded that day that completed: volume fee tiers).
+balance_totals = Table(
+    "balance_totals",
+    metadata,
+    Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), primary_key=True),
+    Column("currency", String(10), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("debited", Money, nullable=False, server_default=text("0")),
+    Column("sent", Money, nullable=False, server_default=text("0")),
+    CheckConstraint("debited >= 0", name="debited_not_negative"),
+    CheckConstraint("sent >= 0", name="sent_not_negative"),
 )
 
 # One table for every account of the ledger: a merchant's balance in one currency, a fee
