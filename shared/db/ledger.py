@@ -10,12 +10,15 @@ initial amount is written when the balance is opened, `shared/db/merchants.py`.)
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Uuid, func, select, text
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
+from shared.db.limits import LIMITS_OF_BALANCES, to_limit_usage
 from shared.db.tables import transfers
+from shared.domain.limits import LimitUsage, month_start
 from shared.domain.posting import AccountBalance, AccountKey, AccountKind, Journal, Reversed
 from shared.domain.transfers import Transfer, TransferState
 
@@ -102,9 +105,10 @@ _LOCK_ORIGINALS = text(
 )
 
 # Everything a group's journal holds, in one statement: the accounts' new balances and
-# versions, the entries, each transfer's final state (and settled fee), and the reversal
-# totals of the originals its reversals gave back. Accounts the group opened that no plan
-# posted to are removed again: a failed transfer leaves no empty balance behind.
+# versions, the entries, each transfer's final state (and settled fee), the reversal
+# totals of the originals its reversals gave back, and the senders' running totals. Accounts
+# the group opened that no plan posted to are removed again: a failed transfer leaves no empty
+# balance behind.
 _WRITE_JOURNAL = text(
     """
     WITH unused AS (
@@ -127,10 +131,18 @@ _WRITE_JOURNAL = text(
         FROM unnest(CAST(:original_ids AS uuid[]), CAST(:reversed_amounts AS numeric[]),
                     CAST(:reversed_fees AS numeric[])) AS total (id, amount, fee)
         WHERE transfers.id = total.id
+    ), totals AS (
+        INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)
+        SELECT * FROM unnest(CAST(:total_merchants AS uuid[]),
+                             CAST(:total_currencies AS varchar[]), CAST(:total_days AS date[]),
+                             CAST(:total_debited AS numeric[]), CAST(:total_sent AS numeric[]))
+        ON CONFLICT (merchant_id, currency, day) DO UPDATE
+            SET debited = balance_totals.debited + EXCLUDED.debited,
+                sent = balance_totals.sent + EXCLUDED.sent
     )
     UPDATE transfers
     SET state = outcome.state, failure_reason = outcome.reason, fee = outcome.fee,
-        processed = clock_timestamp()
+        processed = :processed
     FROM unnest(CAST(:transfer_ids AS uuid[]), CAST(:states AS varchar[]),
                 CAST(:reasons AS text[]), CAST(:fees AS numeric[]))
         AS outcome (id, state, reason, fee)
@@ -237,9 +249,32 @@ class LedgerRepository:
             for row in rows
         }
 
-    def write_journal(self, journal: Journal, opened: set[uuid.UUID]) -> None:
-        """Write every plan of the journal (all of them, or by raising none) and drop the
-        accounts among `opened` that no plan posted to."""
+    def read_limits(
+        self, keys: list[AccountKey], today: date
+    ) -> dict[AccountKey, list[LimitUsage]]:
+        """The limits of the merchants' balances among `keys`, with what they used in the
+        period `today` is in (read after the balances were locked: nothing moves them now)."""
+        balances = sorted({key for key in keys if key.kind is AccountKind.MERCHANT})
+        if not balances:
+            return {}
+        rows = self._connection.execute(
+            LIMITS_OF_BALANCES,
+            {
+                "merchant_ids": [key.merchant_id for key in balances],
+                "currencies": [key.currency for key in balances],
+                "today": today,
+                "month_start": month_start(today),
+            },
+        )
+        limits: dict[AccountKey, list[LimitUsage]] = {}
+        for row in rows:
+            key = AccountKey(AccountKind.MERCHANT, row.currency, merchant_id=row.merchant_id)
+            limits.setdefault(key, []).append(to_limit_usage(row))
+        return limits
+
+    def write_journal(self, journal: Journal, opened: set[uuid.UUID], processed: datetime) -> None:
+        """Write every plan of the journal (all of them, or by raising none), stamped
+        `processed`, and drop the accounts among `opened` that no plan posted to."""
         balances = journal.changed_balances()
         unused = opened - {balance.id for balance in balances}
         if not journal.plans and not unused:
@@ -247,6 +282,7 @@ class LedgerRepository:
         entries = journal.entries
         plans = journal.plans
         originals = journal.reversed_originals()
+        totals = journal.balance_totals()
         written = self._connection.execute(
             _WRITE_JOURNAL,
             {
@@ -266,6 +302,12 @@ class LedgerRepository:
                 "original_ids": [original.id for original in originals],
                 "reversed_amounts": [original.reversed_amount for original in originals],
                 "reversed_fees": [original.reversed_fee for original in originals],
+                "total_merchants": [total.merchant_id for total in totals],
+                "total_currencies": [total.currency for total in totals],
+                "total_days": [total.day for total in totals],
+                "total_debited": [total.debited for total in totals],
+                "total_sent": [total.sent for total in totals],
+                "processed": processed,
                 "pending": TransferState.PENDING,
             },
         ).all()

@@ -12,13 +12,16 @@ A new kind of movement is a new plan in `plan_movement`, never a new writer.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date
 from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
 from shared.domain.errors import InvariantViolation, ReversalExceedsRemainder
+from shared.domain.limits import LimitUsage, first_exceeded
 from shared.domain.money import add_amounts, compute_fee_refund, convert_amount, negate
 from shared.domain.transfers import (
     INSUFFICIENT_FUNDS,
@@ -179,14 +182,18 @@ def plan_movement(
     transfer: Transfer,
     balance_of: Callable[[AccountKey], Decimal],
     original: Reversed | None = None,
+    limits: Sequence[LimitUsage] = (),
 ) -> Plan:
     """The postings of a pending transfer of any kind, given its accounts' current balances
-    (and for a reversal, its locked original).
+    (for a reversal, its locked original; for a transfer or withdrawal, its sender's limits
+    with what they used so far this period).
 
     A debit the merchant cannot cover fails the transfer, moving nothing: the sender's
     amount + fee, a withdrawal's amount, a reversal's amount from the original's receiver. A
-    deposit never fails. A reversal also fails when the original has less left to give back
-    (concurrent reversals); its fee refund comes out of the fee shard that took the fee. A
+    covered debit that would take a limit past its maximum fails too (the daily limit is
+    named first); reaching it exactly is allowed. A deposit never fails. A reversal also
+    fails when the original has less left to give back (concurrent reversals); its fee refund
+    comes out of the fee shard that took the fee. A
     cross-currency transfer's receiver gets `converted_amount` in `to_currency`, through the
     FX accounts: the sender's currency's takes `amount`, the receiver's gives the converted.
     """
@@ -210,8 +217,22 @@ def plan_movement(
             plan = _covered(transfer, balance_of(sender) >= amount, postings, transfer.fee)
         case TransferKind.REVERSAL:
             plan = _plan_reversal(transfer, legs, balance_of, original)
+    limited = limited_debit(transfer)
+    if plan.state is TransferState.COMPLETED and limits and limited is not None:
+        exceeded = first_exceeded(limits, limited[1])
+        if exceeded is not None:
+            plan = Plan(transfer.id, (), exceeded.limit.period.exceeded_reason, transfer.fee)
     require_transition(transfer.id, transfer.state, plan.state)
     return plan
+
+
+def limited_debit(transfer: Transfer) -> tuple[AccountKey, Decimal] | None:
+    """The balance a movement debits in a way limits count, and by how much: amount + fee
+    from the sender of a transfer or a withdrawal; None for the other kinds."""
+    if transfer.kind not in (TransferKind.TRANSFER, TransferKind.WITHDRAWAL):
+        return None
+    sender = merchant_account(_merchant_id(transfer.sender_id), transfer.currency)
+    return sender, add_amounts(transfer.amount, transfer.fee)
 
 
 def _credit(transfer: Transfer, legs: tuple[AccountKey, ...]) -> list[Posting]:
@@ -290,18 +311,38 @@ class Entry:
     account_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class BalanceTotal:
+    """What a group adds to one balance's running totals of one UTC day: `debited` (completed
+    that day, counted by limits) and `sent` (transfers recorded that day: volume fee tiers)."""
+
+    merchant_id: UUID
+    currency: str
+    day: date
+    debited: Decimal
+    sent: Decimal
+
+
 class Journal:
-    """The locked accounts (and originals under reversal) of a group, moved plan by plan as if
-    transfers ran one by one."""
+    """The locked accounts (and originals under reversal, and the senders' limits) of a group,
+    moved plan by plan as if transfers ran one by one, on UTC day `today`."""
 
     def __init__(
         self,
         accounts: Mapping[AccountKey, AccountBalance],
         originals: Mapping[UUID, Reversed] | None = None,
+        *,
+        today: date,
+        limits: Mapping[AccountKey, Sequence[LimitUsage]] | None = None,
     ) -> None:
         self._before = dict(accounts)
         self._balances = dict(accounts)
         self._originals = dict(originals or {})
+        self._limits = dict(limits or {})
+        self._today = today
+        self._totals: defaultdict[tuple[UUID, str, date], list[Decimal]] = defaultdict(
+            lambda: [Decimal(0), Decimal(0)]
+        )
         self.plans: list[Plan] = []
         self.entries: list[Entry] = []
 
@@ -311,7 +352,9 @@ class Journal:
         All or nothing: if planning or a check raises, the journal is as it was before.
         """
         original = None if transfer.reverses is None else self._originals.get(transfer.reverses)
-        plan = plan_movement(transfer, self._balance_of, original)
+        debit = limited_debit(transfer)
+        limits = () if debit is None else self._limits.get(debit[0], ())
+        plan = plan_movement(transfer, self._balance_of, original, limits)
         # In each currency (a conversion posts in two; anything else in one).
         groups = [plan.postings] if transfer.to_currency is None else _by_currency(plan.postings)
         if any(add_amounts(*(posting.amount for posting in group)) != 0 for group in groups):
@@ -334,7 +377,28 @@ class Journal:
         self.plans.append(plan)
         if plan.reversed is not None:
             self._originals[plan.reversed.id] = plan.reversed
+        if debit is not None and plan.state is TransferState.COMPLETED:
+            self._count(transfer, *debit)
         return plan
+
+    def _count(self, transfer: Transfer, sender: AccountKey, debit: Decimal) -> None:
+        """Add a completed debit to its sender's usage and running totals."""
+        if sender in self._limits:
+            self._limits[sender] = [usage.after(debit) for usage in self._limits[sender]]
+        merchant_id = _merchant_id(sender.merchant_id)
+        debited = self._totals[(merchant_id, sender.currency, self._today)]
+        debited[0] = add_amounts(debited[0], debit)
+        if transfer.kind is TransferKind.TRANSFER:
+            recorded = transfer.created.astimezone(UTC).date()
+            sent = self._totals[(merchant_id, sender.currency, recorded)]
+            sent[1] = add_amounts(sent[1], transfer.amount)
+
+    def balance_totals(self) -> list[BalanceTotal]:
+        """What the group adds to the balances' running totals, one row per balance and day."""
+        return [
+            BalanceTotal(merchant_id, currency, day, debited, sent)
+            for (merchant_id, currency, day), (debited, sent) in sorted(self._totals.items())
+        ]
 
     def reversed_originals(self) -> list[Reversed]:
         """The final reversal totals of every original a plan of the group reversed."""

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC
 
 import structlog
 
 from shared.db.ledger import LedgerRepository
-from shared.domain.posting import Journal, accounts_touched
+from shared.domain.posting import Journal, accounts_touched, limited_debit
 from shared.domain.transfers import Transfer, TransferState
+from shared.infra import clock
 from shared.infra.database import SyncDatabase, WriteRefused
 from shared.infra.locks import Hold, Locker, balance_lock_name
 from shared.infra.queue import GROUP_SIZE
@@ -93,14 +95,20 @@ def _apply_once(db: SyncDatabase, transfer_ids: list[uuid.UUID]) -> GroupResult:
         originals = ledger.lock_originals([t.reverses for t in ordered if t.reverses is not None])
         keys = [key for transfer in ordered for key in accounts_touched(transfer)]
         opened = ledger.open_accounts(keys)
-        journal = Journal(ledger.lock_accounts(keys), originals)
+        accounts = ledger.lock_accounts(keys)
+        # One reading for the group: its `processed` stamp and its limits' period agree.
+        now = clock.utc_now()
+        today = now.astimezone(UTC).date()
+        limited = [debit[0] for t in ordered if (debit := limited_debit(t)) is not None]
+        limits = ledger.read_limits(limited, today) if limited else {}
+        journal = Journal(accounts, originals, today=today, limits=limits)
         for transfer in ordered:
             try:
                 journal.apply(transfer)
             except Exception as error:  # A bug in one transfer's plan must not stall the rest.
                 log.exception("transfer could not be planned", transfer_id=str(transfer.id))
                 faults[transfer.id] = f"{type(error).__name__}: {error}"
-        ledger.write_journal(journal, opened)
+        ledger.write_journal(journal, opened, now)
     result = GroupResult(
         settled=[plan.settle(claimed[plan.transfer_id]) for plan in journal.plans],
         skipped=len(transfer_ids) - len(ordered),

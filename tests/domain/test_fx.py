@@ -47,7 +47,7 @@ from shared.domain.transfers import (
     TransferRequest,
     TransferState,
 )
-from tests.domain.test_posting import locked, minor
+from tests.domain.test_posting import TODAY, locked, minor
 
 MAX_AMOUNT_UNITS = 10**28 - 1  # 99999999999999999999.99999999 in units of 1e-8
 MAX_RATE_UNITS = 10**27 - 1  # 999999999999999.999999999999 in units of 1e-12
@@ -263,7 +263,7 @@ class TestPlan:
         second = fx_transfer("50", "0", "0.92", sender=sender)
         keys = {key for t in (first, second) for key in accounts_touched(t)}
         accounts = locked({k: "1000" if k.merchant_id == sender else "0" for k in keys})
-        journal = Journal(accounts)
+        journal = Journal(accounts, today=TODAY)
         for transfer in (first, second):
             assert journal.apply(transfer).failure_reason is None
         after = {balance.id: balance.amount for balance in journal.changed_balances()}
@@ -274,7 +274,7 @@ class TestPlan:
 
     def test_a_conversion_that_does_not_follow_the_rule_is_a_bug(self) -> None:
         wrong = fx_transfer("100", "0", "0.92", converted="92.00000001")
-        journal = Journal(locked({key: "1000" for key in accounts_touched(wrong)}))
+        journal = Journal(locked({key: "1000" for key in accounts_touched(wrong)}), today=TODAY)
         with pytest.raises(InvariantViolation):
             journal.apply(wrong)
         assert journal.plans == [] and journal.entries == []

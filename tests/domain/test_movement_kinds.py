@@ -32,7 +32,7 @@ from shared.domain.transfers import (
     TransferRequest,
     TransferState,
 )
-from tests.domain.test_posting import locked, minor
+from tests.domain.test_posting import TODAY, locked, minor
 
 EXCEEDS = ReversalExceedsRemainder.MESSAGE
 
@@ -151,7 +151,9 @@ class TestReversal:
         original, first = original_and_reversal("100", "2", "60")
         second = dataclasses.replace(first, id=uuid.uuid4(), amount=Decimal(60))
         keys = set(accounts_touched(first))
-        journal = Journal(locked({key: "1000" for key in keys}), {original.id: original})
+        journal = Journal(
+            locked({key: "1000" for key in keys}), {original.id: original}, today=TODAY
+        )
         outcomes = [journal.apply(reversal).failure_reason for reversal in (first, second)]
         assert outcomes == [None, EXCEEDS]
         assert journal.reversed_originals() == [

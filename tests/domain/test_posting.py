@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -24,6 +24,8 @@ from shared.domain.posting import (
     plan_movement,
 )
 from shared.domain.transfers import INSUFFICIENT_FUNDS, Transfer, TransferKind, TransferState
+
+TODAY = date(2026, 1, 15)
 
 
 def minor(units: int) -> Decimal:
@@ -70,7 +72,8 @@ def journal_for(transfers: list[Transfer], balances: dict[uuid.UUID, str]) -> Jo
     return Journal(
         locked(
             {key: balances.get(key.merchant_id, "0") if key.merchant_id else "0" for key in keys}
-        )
+        ),
+        today=TODAY,
     )
 
 

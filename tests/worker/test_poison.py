@@ -41,10 +41,12 @@ def _poison(monkeypatch: pytest.MonkeyPatch, poisoned: uuid.UUID, fault: Planner
     """Plan `poisoned` with `fault`, every other transfer with the real rule."""
     real = posting_rules.plan_movement
 
-    def planner(transfer: Transfer, balance_of: Any, original: Any = None) -> Plan:
+    def planner(
+        transfer: Transfer, balance_of: Any, original: Any = None, limits: Any = ()
+    ) -> Plan:
         if transfer.id == poisoned:
             return fault(transfer, balance_of)
-        return real(transfer, balance_of, original)
+        return real(transfer, balance_of, original, limits)
 
     monkeypatch.setattr(posting_rules, "plan_movement", planner)
 
