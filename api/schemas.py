@@ -5,7 +5,7 @@ merchant on both sides)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
@@ -27,9 +27,6 @@ from shared.domain.batches import BatchProgress
 from shared.domain.errors import InvalidInput
 from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
 from shared.domain.money import (
-    format_amount,
-    format_percent,
-    format_rate,
     parse_amount,
     parse_currency,
     parse_percent_fee,
@@ -47,21 +44,30 @@ from shared.domain.transfers import (
     ReversalRequest,
     TransferKind,
     TransferRequest,
-    TransferState,
     parse_idempotency_key,
+)
+from shared.infra.wire import (
+    ALICE_ID,
+    CREATED,
+    PROCESSED,
+    TRANSFER_ID,
+    AmountOut,
+    PercentOut,
+    RateOut,
+    ReadModel,
+    Timestamp,
+)
+from shared.infra.wire import TRANSFER_EXAMPLE as _TRANSFER_EXAMPLE
+from shared.infra.wire import (
+    TransferRead as TransferRead,  # re-exported: the routes render transfers with it
 )
 
 T = TypeVar("T")
 
 # Examples (OpenAPI, "Try it out"): the README's walk-through, so they succeed against `make run`
-# once alice and bob exist and alice holds BTC.
-ALICE_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-BOB_ID = "9c1f4b52-8d3e-4a57-9b0e-6f2a1d7c8e90"
-TRANSFER_ID = "5b0c7e1a-2f64-4c1d-8a3b-9e7d6c5b4a32"
+# once alice and bob exist and alice holds BTC (the transfer's own: `shared.infra.wire`).
 BATCH_ID = "0f8e2d1c-4b3a-4c5d-9e6f-7a8b9c0d1e2f"
 KEY_ID = "7d9e1f2a-3b4c-4d5e-8f6a-1b2c3d4e5f60"
-CREATED = "2025-01-15T09:30:00.123456Z"
-PROCESSED = "2025-01-15T09:30:00.234567Z"
 
 
 def _domain_rule(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -78,10 +84,6 @@ def _domain_rule(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _DECIMAL_INPUT = str | int | float  # as documented in OpenAPI; floats never reach a parser
@@ -108,11 +110,6 @@ RateIn = Annotated[
 MerchantNameIn = Annotated[
     str, PlainValidator(_domain_rule(parse_merchant_name), json_schema_input_type=str)
 ]
-
-AmountOut = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
-RateOut = Annotated[Decimal, PlainSerializer(format_rate, return_type=str)]
-PercentOut = Annotated[Decimal, PlainSerializer(format_percent, return_type=str)]
-Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
 
 class RequestModel(BaseModel):
@@ -251,12 +248,6 @@ class ApiKeyCreate(RequestModel):
     ] = Field(default=None, description='"<n>/second" or "<n>/minute"; null: the default.')
 
 
-class ReadModel(BaseModel):
-    """A response schema, built from a domain object's attributes."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-
 _BALANCE_EXAMPLE: JsonDict = {
     "id": "b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
     "merchant_id": ALICE_ID,
@@ -270,38 +261,6 @@ _MERCHANT_EXAMPLE: JsonDict = {
     "created": CREATED,
     "updated": CREATED,
     "archived": False,
-}
-_TRANSFER_EXAMPLE: JsonDict = {
-    "id": TRANSFER_ID,
-    "kind": "transfer",
-    "from_merchant_id": ALICE_ID,
-    "to_merchant_id": BOB_ID,
-    "amount": "0.10000000",
-    "fee": "0.00200000",
-    "percent_fee": "2.00",
-    "currency": "BTC",
-    "idempotency_key": "abc-123-xyz",
-    "state": "pending",
-    "failure_reason": None,
-    "created": CREATED,
-    "processed": None,
-    "reverses": None,
-    "reversed_amount": "0.00000000",
-    "to_currency": None,
-    "fx_rate": None,
-    "converted_amount": None,
-}
-# alice pays bob 100 USD (her fee 2%), bob gets euros at 1 USD = 0.92 EUR.
-_FX_TRANSFER_EXAMPLE: JsonDict = {
-    **_TRANSFER_EXAMPLE,
-    "amount": "100.00000000",
-    "fee": "2.00000000",
-    "currency": "USD",
-    "state": "completed",
-    "processed": PROCESSED,
-    "to_currency": "EUR",
-    "fx_rate": "0.920000000000",
-    "converted_amount": "92.00000000",
 }
 _FX_RATE_EXAMPLE: JsonDict = {
     "base": "USD",
@@ -353,67 +312,6 @@ class MerchantWithBalancesRead(MerchantRead):
             **MerchantRead.model_validate(found.merchant).model_dump(),
             balances=[BalanceRead.model_validate(balance) for balance in found.balances],
         )
-
-
-class TransferRead(ReadModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                _TRANSFER_EXAMPLE,
-                {
-                    **_TRANSFER_EXAMPLE,
-                    "state": "completed",
-                    "processed": PROCESSED,
-                },
-                {
-                    **_TRANSFER_EXAMPLE,
-                    "state": "failed",
-                    "failure_reason": "Insufficient funds",
-                    "processed": PROCESSED,
-                },
-                _FX_TRANSFER_EXAMPLE,
-            ]
-        }
-    )
-
-    id: UUID
-    kind: TransferKind = Field(
-        description="`transfer` (merchant to merchant, with the fee), `deposit`, `withdrawal` "
-        "or `reversal` (money of an earlier transfer given back)."
-    )
-    # The wire says from/to; inside, a transfer has a sender and a receiver.
-    from_merchant_id: UUID | None = Field(
-        validation_alias="sender_id", description="null on a deposit."
-    )
-    to_merchant_id: UUID | None = Field(
-        validation_alias="receiver_id", description="null on a withdrawal."
-    )
-    amount: AmountOut
-    fee: AmountOut = Field(description="On a reversal: the fee it gives back.")
-    percent_fee: PercentOut
-    currency: str
-    idempotency_key: str
-    state: TransferState = Field(
-        description="`pending` until a worker applies it; then `completed` or `failed`, forever."
-    )
-    failure_reason: str | None
-    created: Timestamp
-    processed: Timestamp | None
-    reverses: UUID | None = Field(description="A reversal's original transfer; else null.")
-    reversed_amount: AmountOut | None = Field(
-        description="On a `transfer`: the sum of its completed reversals; else null."
-    )
-    to_currency: str | None = Field(
-        description="A cross-currency transfer's receiver currency; null for same-currency."
-    )
-    fx_rate: RateOut | None = Field(
-        description="The rate `currency`→`to_currency` the transfer was submitted with (12 "
-        "decimals); null for same-currency."
-    )
-    converted_amount: AmountOut | None = Field(
-        description="What the receiver gets in `to_currency`: `amount` × `fx_rate`, rounded "
-        "down to 8 decimals; null for same-currency."
-    )
 
 
 class Envelope(BaseModel, Generic[T]):
