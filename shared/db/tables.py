@@ -14,9 +14,11 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -27,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -300,4 +302,91 @@ fx_rates = Table(
     CheckConstraint(f"quote ~ '{CURRENCY_PATTERN}'", name="quote_code"),
     CheckConstraint("base <> quote", name="distinct_currencies"),
     CheckConstraint("rate > 0", name="rate_positive"),
+)
+
+# Webhooks (migration 0009): endpoints, the outbox of events (written by a trigger on
+# `transfers` in the transaction that makes a transfer final), deliveries and their attempts.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("merchant_id", UUID(as_uuid=True), ForeignKey("merchants.id"), nullable=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", ARRAY(String(32)), nullable=False),
+    Column("description", String(500), nullable=True),
+    Column("signing_key", LargeBinary, nullable=False),
+    _created(),
+    Column("deleted", DateTime(timezone=True), nullable=True),
+    CheckConstraint(
+        "cardinality(events) > 0"
+        " AND events <@ ARRAY['transfer.completed', 'transfer.failed']::varchar(32)[]",
+        name="events",
+    ),
+    CheckConstraint("url ~ '^https?://'", name="url"),
+    CheckConstraint("octet_length(signing_key) = 32", name="signing_key"),
+    Index("ix_webhook_endpoints_merchant_id", "merchant_id"),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("transfer_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=True),
+    Column("dispatched", DateTime(timezone=True), nullable=True),
+    CheckConstraint("type IN ('transfer.completed', 'transfer.failed')", name="type"),
+    Index(
+        "ix_webhook_events_undispatched",
+        "created",
+        postgresql_where=text("dispatched IS NULL"),
+    ),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("endpoint_id", UUID(as_uuid=True), ForeignKey("webhook_endpoints.id"), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), ForeignKey("webhook_events.id"), primary_key=True),
+    Column("event_created", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt", DateTime(timezone=True), nullable=True),
+    Column("lease", UUID(as_uuid=True), nullable=True),
+    Column("delivered", DateTime(timezone=True), nullable=True),
+    CheckConstraint("state IN ('pending', 'delivered', 'failed', 'cancelled')", name="state"),
+    CheckConstraint("(state = 'pending') = (next_attempt IS NOT NULL)", name="next_attempt"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    Index("ix_webhook_deliveries_due", "next_attempt", postgresql_where=text("state = 'pending'")),
+    Index(
+        "ix_webhook_deliveries_undelivered",
+        "event_created",
+        postgresql_where=text("state = 'pending'"),
+    ),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("endpoint_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("attempted", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("delivered", Boolean, nullable=False),
+    Column("next_attempt", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(
+        ["endpoint_id", "event_id"],
+        ["webhook_deliveries.endpoint_id", "webhook_deliveries.event_id"],
+        name="fk_webhook_attempts_endpoint_id_webhook_deliveries",
+    ),
+    CheckConstraint("(status_code IS NULL) <> (error IS NULL)", name="outcome"),
+    Index(
+        "ix_webhook_attempts_endpoint_id_attempted_id",
+        "endpoint_id",
+        text("attempted DESC"),
+        text("id DESC"),
+    ),
 )
