@@ -25,7 +25,14 @@ from pydantic_core import PydanticCustomError
 from shared.domain.access import RateLimit, Scope, parse_key_name, parse_rate_limit
 from shared.domain.batches import BatchProgress
 from shared.domain.errors import InvalidInput
-from shared.domain.merchants import MerchantWithBalances, parse_merchant_name
+from shared.domain.fee_tiers import FeeTier, parse_fee_tiers
+from shared.domain.limits import BalanceLimit, LimitUsage, parse_limits
+from shared.domain.merchants import (
+    FeeTiersChange,
+    MerchantChanges,
+    MerchantWithBalances,
+    parse_merchant_name,
+)
 from shared.domain.money import (
     parse_amount,
     parse_currency,
@@ -130,15 +137,70 @@ class MerchantCreate(RequestModel):
     percent_fee: PercentFeeIn
 
 
+class FeeTierIn(RequestModel):
+    from_volume: Decimal = Field(
+        description="The monthly volume (in the transfer's currency) from which this tier's "
+        "fee applies: the first tier starts from 0, each later one strictly higher.",
+        json_schema_extra={"type": "string", "examples": ["10000"]},
+    )
+    percent_fee: Decimal = Field(json_schema_extra={"type": "string", "examples": ["1.50"]})
+
+
+class LimitIn(RequestModel):
+    currency: str
+    period: Literal["day", "month"]
+    max_amount: Decimal = Field(
+        description="The most amount + fee that transfers and withdrawals may debit from "
+        "this balance in one UTC day or month (reaching it exactly is allowed).",
+        json_schema_extra={"type": "string", "examples": ["1000"]},
+    )
+
+
+FeeTiersIn = Annotated[
+    tuple[FeeTier, ...],
+    PlainValidator(_domain_rule(parse_fee_tiers), json_schema_input_type=list[FeeTierIn]),
+]
+LimitsIn = Annotated[
+    tuple[BalanceLimit, ...],
+    PlainValidator(_domain_rule(parse_limits), json_schema_input_type=list[LimitIn]),
+]
+
+
 class MerchantUpdate(RequestModel):
     """What to change; a field left out stays as it is."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"percent_fee": "1.50"}, {"archived": True}]}
+        json_schema_extra={
+            "examples": [
+                {"percent_fee": "1.50"},
+                {"archived": True},
+                {
+                    "fee_tiers": [
+                        {"from_volume": "0", "percent_fee": "2.00"},
+                        {"from_volume": "10000", "percent_fee": "1.50"},
+                    ]
+                },
+                {"limits": [{"currency": "USD", "period": "day", "max_amount": "1000"}]},
+            ]
+        }
     )
 
     percent_fee: PercentFeeIn | None = None
     archived: StrictBool | None = None
+    fee_tiers: FeeTiersIn | None = Field(
+        default=None,
+        description="Volume fee tiers: a transfer pays the fee of the tier its sender's volume "
+        "this UTC month falls in. `null` returns to the flat `percent_fee`.",
+    )
+    limits: LimitsIn | None = Field(
+        default=None,
+        description="Daily and monthly limits per balance; replaces every limit, `[]` "
+        "removes them.",
+    )
+
+    def to_domain(self) -> MerchantChanges:
+        tiers = FeeTiersChange(self.fee_tiers) if "fee_tiers" in self.model_fields_set else None
+        return MerchantChanges(self.percent_fee, self.archived, tiers, self.limits)
 
 
 class BalanceCreate(RequestModel):
@@ -261,6 +323,7 @@ _MERCHANT_EXAMPLE: JsonDict = {
     "created": CREATED,
     "updated": CREATED,
     "archived": False,
+    "fee_tiers": None,
 }
 _FX_RATE_EXAMPLE: JsonDict = {
     "base": "USD",
@@ -288,29 +351,61 @@ class BalanceRead(ReadModel):
     amount: AmountOut
 
 
+class FeeTierRead(ReadModel):
+    from_volume: AmountOut
+    percent_fee: PercentOut
+
+
 class MerchantRead(ReadModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_MERCHANT_EXAMPLE]})
 
     id: UUID
     name: str
     percent_fee: PercentOut
+    fee_tiers: list[FeeTierRead] | None = Field(
+        description="Volume fee tiers; null: every transfer pays the flat `percent_fee`."
+    )
     created: Timestamp
     updated: Timestamp
     archived: bool
 
 
+class LimitRead(ReadModel):
+    currency: str
+    period: Literal["day", "month"]
+    max_amount: AmountOut
+    used: AmountOut = Field(
+        description="What transfers and withdrawals completed in the current UTC day or "
+        "month debited from the balance (amount + fee)."
+    )
+
+    @classmethod
+    def of(cls, usage: LimitUsage) -> LimitRead:
+        limit = usage.limit
+        return cls(
+            currency=limit.currency,
+            period=limit.period.value,
+            max_amount=limit.max_amount,
+            used=usage.used,
+        )
+
+
 class MerchantWithBalancesRead(MerchantRead):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{**_MERCHANT_EXAMPLE, "balances": [_BALANCE_EXAMPLE]}]}
+        json_schema_extra={
+            "examples": [{**_MERCHANT_EXAMPLE, "balances": [_BALANCE_EXAMPLE], "limits": []}]
+        }
     )
 
     balances: list[BalanceRead]
+    limits: list[LimitRead]
 
     @classmethod
     def of_merchant(cls, found: MerchantWithBalances) -> MerchantWithBalancesRead:
         return cls(
             **MerchantRead.model_validate(found.merchant).model_dump(),
             balances=[BalanceRead.model_validate(balance) for balance in found.balances],
+            limits=[LimitRead.of(usage) for usage in found.limits],
         )
 
 

@@ -15,6 +15,7 @@ from api.console.format import BASE_PATH, money, path_part, percent
 from api.console.pages import new_form_key
 from shared.domain.access import Scope, parse_key_name, parse_rate_limit
 from shared.domain.errors import ApiKeyNotFound, InvalidInput, LedgerError
+from shared.domain.merchants import MerchantChanges
 from shared.domain.money import parse_amount, parse_currency, parse_percent_fee
 from shared.domain.transfers import (
     ReversalRequest,
@@ -71,7 +72,10 @@ async def change_fee(name: str, action: Editor) -> Response:
     operator = action.operator
     try:
         fee = parse_percent_fee(action.field("percent_fee"))
-        merchant = await update_merchant(operator.db, operator.actor, name, fee, None)
+        found = await update_merchant(
+            operator.db, operator.actor, name, MerchantChanges(percent_fee=fee)
+        )
+        merchant = found.merchant
     except LedgerError as error:
         operator.refused(error.message)
     else:
@@ -87,7 +91,10 @@ async def archive(name: str, action: Editor) -> Response:
     operator = action.operator
     archived = action.field("archived") == "true"
     try:
-        merchant = await update_merchant(operator.db, operator.actor, name, None, archived)
+        found = await update_merchant(
+            operator.db, operator.actor, name, MerchantChanges(archived=archived)
+        )
+        merchant = found.merchant
     except LedgerError as error:
         operator.refused(error.message)
     else:

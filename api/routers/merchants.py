@@ -41,17 +41,16 @@ async def create_merchant(body: MerchantCreate, db: DB, actor: Caller) -> JSONRe
 
 @router.patch(
     "/{merchant_name}",
-    response_model=Envelope[MerchantRead],
+    response_model=Envelope[MerchantWithBalancesRead],
     responses=error_responses(403, 404, 413, 422, 503),
-    summary="Change a merchant's fee (for later transfers) or archive it (admin)",
+    summary="Change a merchant's fee or fee tiers (for later transfers), its limits, or "
+    "archive it (admin)",
 )
 async def update_merchant(
     merchant_name: str, body: MerchantUpdate, db: DB, actor: Caller
 ) -> JSONResponse:
-    merchant = await merchants.update_merchant(
-        db, actor, merchant_name, body.percent_fee, body.archived
-    )
-    return envelope(MerchantRead.model_validate(merchant))
+    found = await merchants.update_merchant(db, actor, merchant_name, body.to_domain())
+    return envelope(MerchantWithBalancesRead.of_merchant(found))
 
 
 @router.post(

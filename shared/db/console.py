@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select, true, tuple_
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
+from shared.db.merchants import to_merchant
 from shared.db.tables import batch_items, batches, merchants, transfers
 from shared.domain.batches import BatchProgress
 from shared.domain.merchants import Merchant
@@ -25,6 +25,7 @@ _MERCHANT_COLUMNS = (
     merchants.c.created,
     merchants.c.updated,
     merchants.c.archived,
+    merchants.c.fee_tiers,
 )
 # A transfer is in a batch once, but a replayed item names it in a later batch too.
 MAX_BATCHES_SHOWN = 10
@@ -34,17 +35,6 @@ def _like_pattern(fragment: str) -> str:
     """`%fragment%` for ILIKE, with its own wildcards taken literally."""
     escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def _merchant(row: Any) -> Merchant:
-    return Merchant(
-        id=row.id,
-        name=row.name,
-        percent_fee=row.percent_fee,
-        created=row.created,
-        updated=row.updated,
-        archived=row.archived,
-    )
 
 
 class ConsoleRepository:
@@ -62,7 +52,7 @@ class ConsoleRepository:
             )
         if after_name is not None:
             statement = statement.where(merchants.c.name > after_name)
-        return [_merchant(row) for row in await self._connection.execute(statement)]
+        return [to_merchant(row) for row in await self._connection.execute(statement)]
 
     async def merchant_names(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not ids:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, delete, func, insert, literal, null, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.tables import accounts, merchants
+from shared.db.limits import LIMITS_OF_MERCHANT, to_limit_usage
+from shared.db.tables import accounts, balance_limits, merchants
 from shared.domain.errors import BalanceAlreadyExists, DuplicateMerchant
-from shared.domain.merchants import Balance, Merchant
+from shared.domain.fee_tiers import FeeTier
+from shared.domain.limits import BalanceLimit, LimitUsage, month_start
+from shared.domain.merchants import Balance, Merchant, MerchantChanges
+from shared.domain.money import format_amount, format_percent
 
 _BALANCE_COLUMNS = (accounts.c.id, accounts.c.merchant_id, accounts.c.currency, accounts.c.amount)
 
@@ -43,7 +49,7 @@ _OPEN_BALANCE = text(
 )
 
 
-def _merchant(row: Any) -> Merchant:
+def to_merchant(row: Any) -> Merchant:
     return Merchant(
         id=row.id,
         name=row.name,
@@ -51,7 +57,24 @@ def _merchant(row: Any) -> Merchant:
         created=row.created,
         updated=row.updated,
         archived=row.archived,
+        fee_tiers=to_fee_tiers(row.fee_tiers),
     )
+
+
+def to_fee_tiers(stored: list[dict[str, str]] | None) -> tuple[FeeTier, ...] | None:
+    """Tiers as `merchants.fee_tiers` holds them (decimal strings: exact in JSON)."""
+    if stored is None:
+        return None
+    return tuple(FeeTier(Decimal(t["from_volume"]), Decimal(t["percent_fee"])) for t in stored)
+
+
+def _stored_fee_tiers(tiers: Sequence[FeeTier] | None) -> list[dict[str, str]] | None:
+    if tiers is None:
+        return None
+    return [
+        {"from_volume": format_amount(t.from_volume), "percent_fee": format_percent(t.percent_fee)}
+        for t in tiers
+    ]
 
 
 def _balance(row: Any) -> Balance:
@@ -75,40 +98,96 @@ class MerchantRepository:
             if "uq_merchants_name" in str(error.orig):
                 raise DuplicateMerchant(name) from error
             raise
-        return _merchant(row)
+        return to_merchant(row)
 
     async def get_by_name(self, name: str) -> Merchant | None:
         statement = select(*merchants.c).where(merchants.c.name == name)
         row = (await self._connection.execute(statement)).one_or_none()
-        return None if row is None else _merchant(row)
+        return None if row is None else to_merchant(row)
 
-    async def update(
-        self, name: str, percent_fee: Decimal | None, archived: bool | None
-    ) -> Merchant | None:
+    async def update(self, name: str, changes: MerchantChanges) -> Merchant | None:
         """Change what is given (None: keep it); `updated` moves only if something changed.
+        Limits are replaced as a whole (run it in a transaction).
 
-        A transfer snapshots its fee at submission, so a new fee applies to later ones only.
+        A transfer snapshots its fee at submission, so a new fee or new tiers apply to later
+        ones only; the worker reads limits under the balance locks, so new limits apply to
+        every movement completed after the commit.
         """
-        fee = merchants.c.percent_fee if percent_fee is None else percent_fee
-        flag = merchants.c.archived if archived is None else archived
-        changed = (merchants.c.percent_fee != fee) | (merchants.c.archived != flag)
+        limits_changed = False
+        if changes.limits is not None:
+            found = await self._connection.execute(
+                select(merchants.c.id).where(merchants.c.name == name).with_for_update()
+            )
+            merchant_id = found.scalar_one_or_none()
+            if merchant_id is None:
+                return None
+            limits_changed = await self._replace_limits(merchant_id, changes.limits)
+        fee = merchants.c.percent_fee if changes.percent_fee is None else changes.percent_fee
+        flag = merchants.c.archived if changes.archived is None else changes.archived
+        tiers: Any = merchants.c.fee_tiers
+        if changes.fee_tiers is not None:
+            new_tiers = _stored_fee_tiers(changes.fee_tiers.tiers)
+            # SQL NULL, not JSON's null, for "no tiers".
+            tiers = null() if new_tiers is None else literal(new_tiers, merchants.c.fee_tiers.type)
+        changed = (
+            (merchants.c.percent_fee != fee)
+            | (merchants.c.archived != flag)
+            | merchants.c.fee_tiers.is_distinct_from(tiers)
+            | limits_changed
+        )
         statement = (
             merchants.update()
             .where(merchants.c.name == name)
             .values(
                 percent_fee=fee,
                 archived=flag,
+                fee_tiers=tiers,
                 updated=case((changed, func.clock_timestamp()), else_=merchants.c.updated),
             )
             .returning(*merchants.c)
         )
         row = (await self._connection.execute(statement)).one_or_none()
-        return None if row is None else _merchant(row)
+        return None if row is None else to_merchant(row)
+
+    async def _replace_limits(self, merchant_id: uuid.UUID, limits: Sequence[BalanceLimit]) -> bool:
+        """Make `limits` the merchant's; whether that changed them."""
+        removed = await self._connection.execute(
+            delete(balance_limits)
+            .where(balance_limits.c.merchant_id == merchant_id)
+            .returning(
+                balance_limits.c.currency, balance_limits.c.period, balance_limits.c.max_amount
+            )
+        )
+        before = {(row.currency, row.period, row.max_amount) for row in removed}
+        if limits:
+            await self._connection.execute(
+                insert(balance_limits),
+                [
+                    {
+                        "merchant_id": merchant_id,
+                        "currency": limit.currency,
+                        "period": limit.period.value,
+                        "max_amount": limit.max_amount,
+                    }
+                    for limit in limits
+                ],
+            )
+        return before != {
+            (limit.currency, limit.period.value, limit.max_amount) for limit in limits
+        }
+
+    async def list_limits(self, merchant_id: uuid.UUID, today: date) -> list[LimitUsage]:
+        """The merchant's limits with what each used in the UTC period `today` is in."""
+        rows = await self._connection.execute(
+            LIMITS_OF_MERCHANT,
+            {"merchant_id": merchant_id, "today": today, "month_start": month_start(today)},
+        )
+        return [to_limit_usage(row) for row in rows]
 
     async def get_by_id(self, merchant_id: uuid.UUID) -> Merchant | None:
         statement = select(*merchants.c).where(merchants.c.id == merchant_id)
         row = (await self._connection.execute(statement)).one_or_none()
-        return None if row is None else _merchant(row)
+        return None if row is None else to_merchant(row)
 
     async def list_balances(self, merchant_id: uuid.UUID) -> list[Balance]:
         statement = (

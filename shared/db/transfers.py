@@ -7,12 +7,24 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, func, select, text, true, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    select,
+    text,
+    true,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
-from shared.db.tables import accounts, batch_items, fx_rates, merchants, transfers
+from shared.db.merchants import to_fee_tiers
+from shared.db.tables import accounts, balance_totals, batch_items, fx_rates, merchants, transfers
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -20,6 +32,7 @@ from shared.domain.transfers import (
     StoredTransfer,
     Transfer,
     TransferFilter,
+    TransferKind,
     TransferState,
 )
 
@@ -115,6 +128,36 @@ def _conversion_values(new: NewTransfer) -> dict[str, Any]:
     }
 
 
+def _monthly_volume(currency: Any, month: tuple[datetime, datetime]) -> ColumnElement[Any]:
+    """A merchant's volume in `currency` in the UTC `month` (SPEC: Volume fee tiers), read only
+    for a merchant with fee tiers: the running total of its completed transfers recorded that
+    month (at most 31 rows) plus its pending ones (the pending index: no scan of history)."""
+    start, end = month
+    completed = (
+        select(func.coalesce(func.sum(balance_totals.c.sent), 0))
+        .where(
+            balance_totals.c.merchant_id == merchants.c.id,
+            balance_totals.c.currency == currency,
+            balance_totals.c.day >= start.date(),
+            balance_totals.c.day < end.date(),
+        )
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.coalesce(func.sum(transfers.c.amount), 0))
+        .where(
+            transfers.c.state == TransferState.PENDING,
+            transfers.c.kind == TransferKind.TRANSFER,
+            transfers.c.from_merchant_id == merchants.c.id,
+            transfers.c.currency == currency,
+            transfers.c.created >= start,
+            transfers.c.created < end,
+        )
+        .scalar_subquery()
+    )
+    return case((merchants.c.fee_tiers.is_not(None), completed + pending))
+
+
 class TransferRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -174,13 +217,20 @@ class TransferRepository:
             return None
         return Reversible(to_transfer(row), row.pending_amount, row.pending_fee)
 
-    async def get_parties(self, names: list[str], currencies: list[str]) -> dict[str, Party]:
-        """The named merchants that exist, each with its balances among `currencies`."""
-        parties, _ = await self.get_parties_and_rate(names, currencies, None)
+    async def get_parties(
+        self, names: list[str], currencies: list[str], month: tuple[datetime, datetime]
+    ) -> dict[str, Party]:
+        """The named merchants that exist, each with its balances among `currencies` (and,
+        with fee tiers, its volume in them in the UTC `month`, [start, end))."""
+        parties, _ = await self.get_parties_and_rate(names, currencies, month, None)
         return parties
 
     async def get_parties_and_rate(
-        self, names: list[str], currencies: list[str], pair: tuple[str, str] | None
+        self,
+        names: list[str],
+        currencies: list[str],
+        month: tuple[datetime, datetime],
+        pair: tuple[str, str] | None,
     ) -> tuple[dict[str, Party], Decimal | None]:
         """`get_parties`, and in the same statement the current FX rate of `pair` (base,
         quote) when one is asked for: None if the pair has no rate (or no merchant exists)."""
@@ -190,8 +240,10 @@ class TransferRepository:
             merchants.c.name,
             merchants.c.percent_fee,
             merchants.c.archived,
+            merchants.c.fee_tiers,
             balance.c.id.label("balance_id"),
             balance.c.currency,
+            _monthly_volume(balance.c.currency, month).label("volume"),
         ]
         if pair is not None:
             columns.append(
@@ -218,10 +270,15 @@ class TransferRepository:
         rate = None
         for row in await self._connection.execute(statement):
             party = parties.setdefault(
-                row.name, Party(row.id, row.name, row.percent_fee, row.archived, {})
+                row.name,
+                Party(
+                    row.id, row.name, row.percent_fee, row.archived, {}, to_fee_tiers(row.fee_tiers)
+                ),
             )
             if row.balance_id is not None:
                 party.balance_ids[row.currency] = row.balance_id
+            if row.volume is not None:
+                party.volumes[row.currency] = row.volume
             if pair is not None:
                 rate = row.fx_rate
         return parties, rate

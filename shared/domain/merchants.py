@@ -9,6 +9,8 @@ from decimal import Decimal
 from uuid import UUID
 
 from shared.domain.errors import InvalidInput
+from shared.domain.fee_tiers import FeeTier
+from shared.domain.limits import BalanceLimit, LimitUsage
 
 MAX_NAME_LENGTH = 64
 
@@ -29,12 +31,32 @@ class Merchant:
     created: datetime
     updated: datetime
     archived: bool
+    # None: the flat `percent_fee` applies.
+    fee_tiers: tuple[FeeTier, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MerchantWithBalances:
     merchant: Merchant
     balances: list[Balance]
+    limits: list[LimitUsage]
+
+
+@dataclass(frozen=True, slots=True)
+class FeeTiersChange:
+    """New fee tiers, or None: back to the flat `percent_fee`."""
+
+    tiers: tuple[FeeTier, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantChanges:
+    """What a PATCH changes; None leaves a field as it is. `limits` replaces them all."""
+
+    percent_fee: Decimal | None = None
+    archived: bool | None = None
+    fee_tiers: FeeTiersChange | None = None
+    limits: tuple[BalanceLimit, ...] | None = None
 
 
 def parse_merchant_name(value: object) -> str:

@@ -5,7 +5,7 @@ submission reads and writes, the reversal's fee refund, and the listing filter (
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -18,6 +18,7 @@ from shared.domain.errors import (
     NotReversible,
     ReversalExceedsRemainder,
 )
+from shared.domain.fee_tiers import FeeTier, tier_percent_fee
 from shared.domain.fx import Conversion, CrossCurrencyNotReversible
 from shared.domain.money import add_amounts, compute_fee_refund, format_amount, negate
 
@@ -209,13 +210,23 @@ def parse_idempotency_key(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Party:
-    """A merchant named in a transfer request, with the ids of its balances by currency."""
+    """A merchant named in a transfer request, with the ids of its balances by currency (and,
+    when it has fee tiers, its volume this month in each of those currencies)."""
 
     merchant_id: UUID
     name: str
     percent_fee: Decimal
     archived: bool
     balance_ids: dict[str, UUID]
+    fee_tiers: tuple[FeeTier, ...] | None = None
+    volumes: dict[str, Decimal] = field(default_factory=dict)
+
+    def percent_fee_for(self, currency: str) -> Decimal:
+        """The fee a transfer it sends in `currency` pays now: the flat one, or the tier its
+        volume this month falls in."""
+        if self.fee_tiers is None:
+            return self.percent_fee
+        return tier_percent_fee(self.fee_tiers, self.volumes.get(currency, Decimal(0)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.batches import BatchProgress
 from shared.domain.errors import BatchNotFound, BatchTooLarge, IdempotencyKeyReused, LedgerError
+from shared.domain.fee_tiers import month_window
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -24,6 +25,7 @@ from shared.domain.transfers import (
     Transfer,
     TransferRequest,
 )
+from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
 from shared.services.operations import count_submitted
@@ -162,6 +164,8 @@ async def submit_batch(
             parties=await repository.get_parties(
                 list({name for item in items for name in item.request.merchant_names}),
                 list({item.request.currency for item in items}),
+                # Items recorded together see the same volume: none was recorded before another.
+                month_window(clock.utc_now()),
             ),
             # Only when an item converts between currencies: one lookup for every pair.
             rates=await repository.get_rates(sorted(pairs)) if pairs else {},

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from decimal import Decimal
 
 from shared.db.merchants import MerchantRepository
 from shared.domain.access import Actor
 from shared.domain.errors import MerchantArchived, MerchantNotFound
-from shared.domain.merchants import Balance, Merchant, MerchantWithBalances
+from shared.domain.merchants import Balance, Merchant, MerchantChanges, MerchantWithBalances
+from shared.infra import clock
 from shared.infra.database import Database
 
 
@@ -19,30 +21,42 @@ async def create_merchant(db: Database, actor: Actor, name: str, percent_fee: De
 
 
 async def update_merchant(
-    db: Database, actor: Actor, name: str, percent_fee: Decimal | None, archived: bool | None
-) -> Merchant:
-    """Change a merchant's fee (for transfers submitted from now on) or archive flag (admin).
+    db: Database, actor: Actor, name: str, changes: MerchantChanges
+) -> MerchantWithBalances:
+    """Change a merchant's fee or fee tiers (for transfers submitted from now on), its limits
+    (for movements completed from now on) or its archive flag (admin).
 
     An archived merchant can neither send nor receive new transfers; its pending ones settle.
     """
     actor.require_admin()
-    async with db.autocommit() as connection:
-        merchant = await MerchantRepository(connection).update(name, percent_fee, archived)
+    async with db.transaction() as connection:
+        merchant = await MerchantRepository(connection).update(name, changes)
     if merchant is None:
         raise MerchantNotFound(name)
-    return merchant
+    return await _with_balances(db, merchant)
 
 
 async def get_merchant(db: Database, actor: Actor, name: str) -> MerchantWithBalances:
-    """The merchant with its balances; a merchant key sees only its own (others do not exist)."""
+    """The merchant with its balances and limits (with what each used this period); a merchant
+    key sees only its own (others do not exist)."""
     if not actor.is_admin and name != actor.merchant_name:
         raise MerchantNotFound(name)
     async with db.autocommit() as connection:
+        merchant = await MerchantRepository(connection).get_by_name(name)
+    if merchant is None:
+        raise MerchantNotFound(name)
+    return await _with_balances(db, merchant)
+
+
+async def _with_balances(db: Database, merchant: Merchant) -> MerchantWithBalances:
+    today = clock.utc_now().astimezone(UTC).date()
+    async with db.autocommit() as connection:
         repository = MerchantRepository(connection)
-        merchant = await repository.get_by_name(name)
-        if merchant is None:
-            raise MerchantNotFound(name)
-        return MerchantWithBalances(merchant, await repository.list_balances(merchant.id))
+        return MerchantWithBalances(
+            merchant,
+            await repository.list_balances(merchant.id),
+            await repository.list_limits(merchant.id, today),
+        )
 
 
 async def list_balances(db: Database, actor: Actor, name: str) -> list[Balance]:

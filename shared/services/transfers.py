@@ -22,6 +22,7 @@ from shared.domain.errors import (
     TransferNotFound,
     TransferPartiesNotFound,
 )
+from shared.domain.fee_tiers import month_window
 from shared.domain.fx import convert
 from shared.domain.money import compute_fee
 from shared.domain.transfers import (
@@ -34,6 +35,7 @@ from shared.domain.transfers import (
     TransferKind,
     TransferRequest,
 )
+from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
 from shared.infra.queue import publish_transfers
@@ -97,11 +99,12 @@ def new_transfer(
     request_id: str | None,
     fx_rate: Decimal | None = None,
 ) -> NewTransfer:
-    """A pending movement; a transfer's fee is snapshotted from the sender's fee now, and a
-    cross-currency transfer's conversion from `fx_rate`, the pair's current rate (None: the
-    pair has none, and the transfer is refused)."""
-    is_transfer = sender is not None and request.kind is TransferKind.TRANSFER
-    percent_fee = sender.percent_fee if sender is not None and is_transfer else Decimal(0)
+    """A pending movement; a transfer's fee is snapshotted from the sender's fee now (with fee
+    tiers, its volume's tier), and a cross-currency transfer's conversion from `fx_rate`, the
+    pair's current rate (None: the pair has none, and the transfer is refused)."""
+    percent_fee = Decimal(0)
+    if sender is not None and request.kind is TransferKind.TRANSFER:
+        percent_fee = sender.percent_fee_for(request.currency)
     conversion = None
     if request.to_currency is not None:
         conversion = convert(request.currency, request.to_currency, request.amount, fx_rate)
@@ -154,7 +157,10 @@ async def submit_transfer(
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
         parties, rate = await repository.get_parties_and_rate(
-            request.merchant_names, [request.currency], fx_pair(request)
+            request.merchant_names,
+            [request.currency],
+            month_window(clock.utc_now()),
+            fx_pair(request),
         )
         try:
             sender, receiver = check_parties(parties, request)
