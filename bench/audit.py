@@ -227,6 +227,23 @@ BUILD = [
         """,
     ),
     (
+        # What the workers add to the senders' running totals per UTC day.
+        "running totals",
+        """
+        INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)
+        SELECT t.from_merchant_id, t.currency, share.day, sum(share.debited), sum(share.sent)
+        FROM transfers t
+        CROSS JOIN LATERAL (VALUES
+            ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
+            ((t.created AT TIME ZONE 'UTC')::date, 0,
+             CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
+        ) AS share (day, debited, sent)
+        WHERE t.state = 'completed' AND t.kind IN ('transfer', 'withdrawal')
+        GROUP BY t.from_merchant_id, t.currency, share.day
+        HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
+        """,
+    ),
+    (
         "entries",
         """
         INSERT INTO entries (

@@ -382,6 +382,33 @@ _MOVEMENTS = text(
 )
 
 
+# The running totals the worker keeps per balance and UTC day (limits' usage, the volume of fee
+# tiers) against the completed transfers they sum: `debited` = amount + fee of transfers and
+# withdrawals by the day they completed, `sent` = amount of transfers by the day they were
+# recorded. One pass over the transfers (each completed one yields its two days' shares).
+_RUNNING_TOTALS = text(
+    """
+    WITH expected AS (
+        SELECT t.from_merchant_id AS merchant_id, t.currency, share.day,
+               sum(share.debited) AS debited, sum(share.sent) AS sent
+        FROM transfers t
+        CROSS JOIN LATERAL (VALUES
+            ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
+            ((t.created AT TIME ZONE 'UTC')::date, 0,
+             CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
+        ) AS share (day, debited, sent)
+        WHERE t.state = 'completed' AND t.kind IN ('transfer', 'withdrawal')
+        GROUP BY t.from_merchant_id, t.currency, share.day
+        HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
+    )
+    SELECT count(*)
+    FROM expected e
+    FULL JOIN balance_totals b USING (merchant_id, currency, day)
+    WHERE e.debited IS DISTINCT FROM b.debited OR e.sent IS DISTINCT FROM b.sent
+    """
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CurrencyTotals:
     """Conservation in one currency (SPEC invariant 3, with Part 2's deposits and withdrawals)."""
@@ -450,6 +477,7 @@ def check_ledger(connection: Connection) -> LedgerCheck:
         "reversal_totals_not_matching": int(reversals.reversal_totals_not_matching),
         "reversals_not_matching_originals": int(reversals.reversals_not_matching_originals),
         "fee_refunds_not_following_the_rule": int(reversals.fee_refunds_not_following_the_rule),
+        "running_totals_not_matching": int(connection.execute(_RUNNING_TOTALS).scalar_one()),
         "duplicate_idempotency_keys": _count_duplicate_keys(connection),
     }
     violations |= _check_histories(connection, [row.broken_histories for row in accounts.values()])

@@ -81,6 +81,12 @@ PROBLEMS: dict[str, tuple[str, str] | None] = {
         "{n} reversed transfer's fee refunds do not follow the refund rule",
         "{n} reversed transfers' fee refunds do not follow the refund rule",
     ),
+    "running_totals_not_matching": (
+        "{n} balance's running total of a day (limit usage, fee-tier volume) does not match "
+        "its completed transfers",
+        "{n} balances' running totals of a day (limit usage, fee-tier volume) do not match "
+        "their completed transfers",
+    ),
     "duplicate_idempotency_keys": (
         "{n} Idempotency-Key names more than one transfer",
         "{n} Idempotency-Keys name more than one transfer",

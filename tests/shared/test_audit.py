@@ -212,7 +212,33 @@ class Writer:
             if legs is None:
                 legs = self.legs(transfer_id, kind, sender, receiver, value, fee_value, reverses)
             self.post(transfer_id, transfer_id, legs)
+            self.count_running_totals(transfer_id)
         return transfer_id
+
+    def count_running_totals(self, transfer_id: UUID) -> None:
+        """What the worker adds to its sender's running totals when a transfer completes."""
+        self.connection.execute(
+            text(
+                """
+                INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)
+                SELECT t.from_merchant_id, t.currency, share.day, sum(share.debited),
+                       sum(share.sent)
+                FROM transfers t
+                CROSS JOIN LATERAL (VALUES
+                    ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
+                    ((t.created AT TIME ZONE 'UTC')::date, 0,
+                     CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
+                ) AS share (day, debited, sent)
+                WHERE t.id = :id AND t.kind IN ('transfer', 'withdrawal')
+                GROUP BY t.from_merchant_id, t.currency, share.day
+                HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
+                ON CONFLICT (merchant_id, currency, day) DO UPDATE
+                    SET debited = balance_totals.debited + EXCLUDED.debited,
+                        sent = balance_totals.sent + EXCLUDED.sent
+                """
+            ),
+            {"id": transfer_id},
+        )
 
 
 @dataclass(frozen=True)
@@ -541,7 +567,11 @@ class TestMovements:
                 "UPDATE transfers SET state = 'completed', failure_reason = NULL WHERE id = :id",
                 id=ledger.failed,
             )
-            assert damage.found() == {"completed_without_postings": 1}
+            # Nor was it counted in its sender's running totals.
+            assert damage.found() == {
+                "completed_without_postings": 1,
+                "running_totals_not_matching": 1,
+            }
 
     @pytest.mark.parametrize("state", ["failed", "pending"])
     def test_postings_of_a_transfer_that_is_not_completed(
@@ -556,7 +586,10 @@ class TestMovements:
                 id=ledger.free_transfer,
                 state=state,
             )
-            assert damage.found() == {"postings_without_completion": 1}
+            assert damage.found() == {
+                "postings_without_completion": 1,
+                "running_totals_not_matching": 1,
+            }
 
     def test_the_fee_in_another_shard(self, sync_db: SyncDatabase, ledger: Ledger) -> None:
         """Balanced, every history whole: only the fee went to a shard not the transfer's."""
@@ -606,7 +639,45 @@ class TestMovements:
                 " to_merchant_id = NULL WHERE id = :id",
                 id=ledger.deposit,
             )
-            assert damage.found() == {"wrong_postings": 1, "currencies_not_conserved": 1}
+            assert damage.found() == {
+                "wrong_postings": 1,
+                "currencies_not_conserved": 1,
+                "running_totals_not_matching": 1,
+            }
+
+
+class TestRunningTotals:
+    @pytest.mark.parametrize("column", ["debited", "sent"])
+    def test_a_total_off_by_a_unit(
+        self, sync_db: SyncDatabase, ledger: Ledger, column: str
+    ) -> None:
+        with broken(sync_db, ledger) as damage:
+            damage.execute(
+                f"UPDATE balance_totals SET {column} = {column} + 0.00000001"
+                " WHERE merchant_id = :merchant AND currency = :currency",
+                merchant=ledger.alice,
+                currency=ledger.currency,
+            )
+            assert damage.found() == {"running_totals_not_matching": 1}
+
+    def test_a_day_lost(self, sync_db: SyncDatabase, ledger: Ledger) -> None:
+        with broken(sync_db, ledger) as damage:
+            damage.execute(
+                "DELETE FROM balance_totals WHERE merchant_id = :merchant AND currency = :currency",
+                merchant=ledger.bob,
+                currency=ledger.currency,
+            )
+            assert damage.found() == {"running_totals_not_matching": 1}
+
+    def test_a_day_no_transfer_made(self, sync_db: SyncDatabase, ledger: Ledger) -> None:
+        with broken(sync_db, ledger) as damage:
+            damage.execute(
+                "INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)"
+                " VALUES (:merchant, :currency, DATE '2001-01-01', 5, 0)",
+                merchant=ledger.carol,
+                currency=ledger.currency,
+            )
+            assert damage.found() == {"running_totals_not_matching": 1}
 
 
 class TestFees:

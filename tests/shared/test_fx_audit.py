@@ -91,6 +91,7 @@ def fx_transfer(
             if fee:
                 legs.append((source.fee_account(transfer_id), fee))
         source.post(transfer_id, transfer_id, legs)
+        source.count_running_totals(transfer_id)
     return transfer_id
 
 
