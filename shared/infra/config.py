@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import URL
 
+from shared.domain.webhooks import DEFAULT_RETRY_SCHEDULE, parse_retry_schedule
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
@@ -54,6 +56,13 @@ class Settings:
     # unlimited unless `rate_limit_admin` is set.
     rate_limit_merchant: str
     rate_limit_admin: str | None
+    # Webhooks: whether an endpoint may point at a loopback or private address (zero-config,
+    # tests); the delays between failed attempts, after which a delivery is given up; requests
+    # one worker has in flight; how often beat hands the delivery task out.
+    webhook_allow_private: bool
+    webhook_retry_schedule: tuple[float, ...]
+    webhook_concurrency: int
+    webhook_poll_interval_s: float
 
     @property
     def database_url(self) -> URL:
@@ -107,6 +116,12 @@ def load_settings() -> Settings:
         console_cookie_secure=_env_bool("CONSOLE_COOKIE_SECURE", False),
         rate_limit_merchant=_env("RATE_LIMIT_MERCHANT", "100/second"),
         rate_limit_admin=os.environ.get("RATE_LIMIT_ADMIN", "").strip() or None,
+        webhook_allow_private=_env_bool("WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_retry_schedule=parse_retry_schedule(
+            _env("WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
+        ),
+        webhook_concurrency=max(1, int(_env("WEBHOOK_CONCURRENCY", "32"))),
+        webhook_poll_interval_s=_env_float("WEBHOOK_POLL_INTERVAL_S", 1.0),
     )
 
 
