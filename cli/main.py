@@ -103,6 +103,8 @@ def cmd_run(_: argparse.Namespace) -> int:
         environment["MINI_LEDGER_HOME"] = str(home)
         environment[RUN_VARIABLE] = str(os.getpid())  # What marks this run's processes.
         environment.setdefault("PYTHONUNBUFFERED", "1")
+        # A local run: webhooks may go to a receiver on this machine (SPEC: zero-config sets it).
+        environment.setdefault("WEBHOOK_ALLOW_PRIVATE", "true")
         os.environ.update(environment)
         get_settings.cache_clear()
         settings = load_settings()
@@ -331,6 +333,7 @@ def _prepare_metrics_dir() -> Path | None:
 
 
 def cmd_worker(arguments: argparse.Namespace) -> int:
+    from shared.infra.queue import WORKER_QUEUES
     from worker.metrics import METRICS_DIR_PREFIX
 
     # The pool's processes write their metrics to one directory the worker's exporter reads
@@ -339,7 +342,7 @@ def cmd_worker(arguments: argparse.Namespace) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     return _celery(
         "worker",
-        "--queues=transfers,maintenance",
+        f"--queues={','.join(WORKER_QUEUES)}",
         f"--concurrency={arguments.concurrency}",
         f"--pool={arguments.pool}",
         "--without-mingle",

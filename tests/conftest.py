@@ -32,6 +32,11 @@ TEST_ENVIRONMENT = {
     "STALE_PENDING_AFTER_S": "3",
     "SWEEP_INTERVAL_S": "1",
     "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+    # Webhook receivers in tests listen on 127.0.0.1; retries within seconds, given up after
+    # six attempts (about 7 s), and a delivery run handed out twice a second.
+    "WEBHOOK_ALLOW_PRIVATE": "true",
+    "WEBHOOK_RETRY_SCHEDULE": "200ms,500ms,1s,2s,3s",
+    "WEBHOOK_POLL_INTERVAL_S": "0.5",
     "JSON_LOGS": "true",
 }
 
@@ -167,13 +172,15 @@ class Processes:
 
 
 def start_worker(processes: Processes, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    from shared.infra.queue import WORKER_QUEUES
+
     return processes.start(
         "-m",
         "celery",
         "-A",
         "worker.app",
         "worker",
-        "--queues=transfers,maintenance",
+        f"--queues={','.join(WORKER_QUEUES)}",
         f"--concurrency={concurrency}",
         f"--hostname={name}@%h",
         "--without-mingle",

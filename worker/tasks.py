@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -12,18 +13,21 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from shared.domain.webhooks import AttemptRecord
 from shared.infra.notifications import announce_final
 from shared.infra.queue import (
     APPLY_GROUP_TASK,
     APPLY_TRANSFER_TASK,
     AUDIT_TASK,
+    DELIVER_WEBHOOKS_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
     celery_app,
     publish_transfer_groups,
 )
 from shared.infra.retry import Backoff
-from shared.services import audit, posting
+from shared.services import audit, posting, webhook_delivery
+from shared.services.operations import add_counts, webhook_increments
 from worker import metrics as worker_metrics
 from worker.resources import resources
 
@@ -166,6 +170,41 @@ def audit_ledger() -> dict[str, Any]:
     return {"ok": report.ok, "problems": len(report.problems)}
 
 
+# Quiet when idle like the sweep (beat sends one every WEBHOOK_POLL_INTERVAL_S): a run that
+# sent something reports itself to Flower.
+@celery_app.task(name=DELIVER_WEBHOOKS_TASK, bind=True, send_events=False)
+def deliver_webhooks(self: Task[Any, Any]) -> dict[str, Any]:
+    """Fan the outbox's new events out to endpoints and send every due delivery (one run at a
+    time across the workers: another one finding a run under way returns at once)."""
+    started = time.monotonic()
+    worker = resources()
+    settings = worker.settings
+    options = webhook_delivery.DeliveryOptions(
+        concurrency=settings.webhook_concurrency,
+        allow_private=settings.webhook_allow_private,
+        retry_schedule=settings.webhook_retry_schedule,
+    )
+    try:
+        run = webhook_delivery.deliver_webhooks(worker.db, options, _count_webhook_attempts)
+    except DBAPIError as error:
+        # Claimed deliveries are due again when their lease runs out; nothing is lost.
+        log.warning("webhook delivery interrupted", error=type(error.orig).__name__)
+        return {"interrupted": True}
+    outcomes = Counter(record.metric_outcome for record in run.attempts)
+    summary = {"ran": run.ran, "dispatched": run.dispatched, **outcomes}
+    if run.attempts:
+        log.info("webhooks sent", dispatched=run.dispatched, **outcomes)
+        _report_to_flower(self, len(run.attempts), time.monotonic() - started)
+    return summary
+
+
+def _count_webhook_attempts(records: list[AttemptRecord]) -> None:
+    try:
+        add_counts(resources().redis, webhook_increments(records))
+    except RedisError as error:
+        log.warning("metrics: webhook attempts not counted", error=str(error))
+
+
 def _report_to_flower(task: Task[Any, Any], found: int, runtime_s: float) -> None:
     """The events the worker would have sent for this task, sent by hand: Flower lists it."""
     try:
@@ -173,4 +212,4 @@ def _report_to_flower(task: Task[Any, Any], found: int, runtime_s: float) -> Non
         task.send_event("task-started")
         task.send_event("task-succeeded", result=repr(found), runtime=runtime_s)
     except Exception as error:  # kombu and redis raise many types; monitoring is best effort.
-        log.warning("could not report the sweep to Flower", error=str(error))
+        log.warning("could not report a task to Flower", error=str(error))

@@ -26,8 +26,13 @@ APPLY_TRANSFER_TASK = "mini_ledger.apply_transfer"
 APPLY_GROUP_TASK = "mini_ledger.apply_transfer_group"
 SWEEP_PENDING_TASK = "mini_ledger.sweep_pending"
 AUDIT_TASK = "mini_ledger.audit"
+DELIVER_WEBHOOKS_TASK = "mini_ledger.deliver_webhooks"
 TRANSFERS_QUEUE = "transfers"
 MAINTENANCE_QUEUE = "maintenance"
+# Webhook deliveries wait on receivers: a queue of their own, so a slow receiver never holds a
+# message of the transfers queue back. Every worker consumes all three (`WORKER_QUEUES`).
+WEBHOOKS_QUEUE = "webhooks"
+WORKER_QUEUES = (TRANSFERS_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE)
 # Unacknowledged messages are handed out again after this; longer than any task may run.
 VISIBILITY_TIMEOUT_S = 600
 # Transfers a worker applies in one database transaction (bulk submissions and the sweep).
@@ -60,6 +65,7 @@ def create_celery(settings: Settings) -> Celery:
             APPLY_GROUP_TASK: {"queue": TRANSFERS_QUEUE},
             SWEEP_PENDING_TASK: {"queue": MAINTENANCE_QUEUE},
             AUDIT_TASK: {"queue": MAINTENANCE_QUEUE},
+            DELIVER_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
         },
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
@@ -88,6 +94,13 @@ def create_celery(settings: Settings) -> Celery:
                 "task": AUDIT_TASK,
                 "schedule": settings.audit_interval_s,
                 "options": {"expires": settings.audit_interval_s},
+            },
+            # The outbox in PostgreSQL is the truth: this finds every due delivery, whatever
+            # became of any message (a kick after a manual retry only makes it sooner).
+            "deliver-webhooks": {
+                "task": DELIVER_WEBHOOKS_TASK,
+                "schedule": settings.webhook_poll_interval_s,
+                "options": {"expires": settings.webhook_poll_interval_s},
             },
         },
     )
@@ -188,6 +201,12 @@ def publish_transfer_groups(
             for start in range(0, len(transfer_ids), GROUP_SIZE)
         )
     )
+
+
+def publish_webhook_delivery() -> None:
+    """Ask a worker to deliver due webhooks now (after a manual retry); lost, it costs only
+    the wait for beat's next one."""
+    _publish([(DELIVER_WEBHOOKS_TASK, [], {}, "()", "{}")])
 
 
 # (task name, args, kwargs, and how Flower shows them: given, so Celery skips its slow saferepr)
