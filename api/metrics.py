@@ -10,8 +10,9 @@
   and whichever process serves the scrape sums them all (prometheus_client's multiprocess mode).
   API servers on other machines are other Prometheus targets: sum them in queries.
 - Ledger-wide metrics (transfers submitted and final, settle times, pending, queue depth, the
-  last audit) come from `shared.services.operations`: the same numbers on every API process of
-  every machine (take `max`, never `sum`, across targets).
+  last audit, webhook attempts and what waits undelivered) come from
+  `shared.services.operations`: the same numbers on every API process of every machine (take
+  `max`, never `sum`, across targets).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from shared.services.operations import (
     KINDS,
     OTHER_REASON,
     SETTLE_BUCKETS_S,
+    WEBHOOK_FAILURE_REASONS,
+    WEBHOOK_OUTCOMES,
     GaugeCache,
     LedgerSnapshot,
     failed_field,
@@ -58,6 +61,8 @@ from shared.services.operations import (
     settle_sum_field,
     submission_counts,
     submitted_field,
+    webhook_failure_field,
+    webhook_field,
 )
 
 # prometheus_client chooses its storage when it is imported: files in this directory shared by
@@ -210,6 +215,26 @@ class LedgerCollector(Collector):
                 buckets.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
             settle.add_metric([kind], buckets, sum_value=counts.get(settle_sum_field(kind), 0.0))
         yield from (submitted, final, failed, settle)
+        yield from self._webhook_counters(counts)
+
+    def _webhook_counters(self, counts: dict[str, float]) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "mini_ledger_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered (a 2xx), retrying (failed, another "
+            "attempt scheduled) or given_up (failed, the retry schedule used up) (ledger-wide)",
+            labels=["outcome"],
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            attempts.add_metric([outcome], counts.get(webhook_field(outcome), 0.0))
+        failures = CounterMetricFamily(
+            "mini_ledger_webhook_failures",
+            "Failed webhook delivery attempts by reason: http_status (not a 2xx), timeout "
+            "(no answer within 10 s), connection, private_address (ledger-wide)",
+            labels=["reason"],
+        )
+        for reason in WEBHOOK_FAILURE_REASONS:
+            failures.add_metric([reason], counts.get(webhook_failure_field(reason), 0.0))
+        yield from (attempts, failures)
 
     def _gauges(self) -> Iterator[Metric]:
         gauges, audit = self._snapshot.gauges, self._snapshot.audit
@@ -225,6 +250,17 @@ class LedgerCollector(Collector):
             "mini_ledger_queue_depth": (
                 "Messages waiting in the transfers queue",
                 gauges.queue_depth,
+            ),
+            "mini_ledger_webhook_undelivered": (
+                "Webhook deliveries waiting for a 2xx (due or backing off; ledger-wide)",
+                gauges.webhooks_undelivered,
+            ),
+            "mini_ledger_webhook_oldest_undelivered_age_seconds": (
+                "Age (since it happened) of the oldest webhook event not delivered yet; 0 when "
+                "none waits",
+                None
+                if gauges.webhooks_undelivered is None
+                else (gauges.webhooks_oldest_undelivered_age_s or 0.0),
             ),
         }
         if audit is not None:

@@ -2,12 +2,14 @@
 
 Two kinds of numbers feed `/metrics`:
 - gauges read at scrape time (`ledger_gauges`): pending transfers and the age of the oldest
-  (one query on the partial index of pending transfers), and the queue depth (one `LLEN`). They
+  (one query on the partial index of pending transfers), webhook deliveries waiting and the age of
+  the oldest undelivered event (partial indexes too), and the queue depth (one `LLEN`). They
   are cached for `GAUGES_CACHE_S` in Redis, shared by every API process on every machine, and
   in the process as well: a scrape a second on each of many processes costs the database at
   most about one query a second.
 - ledger-wide counters (`LEDGER_COUNTERS_KEY`, one Redis hash): transfers submitted, transfers
-  made final by kind and state, failures by reason and the settle-time histogram. The API
+  made final by kind and state, failures by reason and the settle-time histogram, webhook
+  attempts by outcome and their failures by reason. The API
   processes add what they accepted, the workers what they decided; every API process reads the
   same totals, so every scrape shows the whole ledger, however many API and worker processes
   on however many machines share it. The database stays the truth: a Redis that is down or
@@ -34,9 +36,11 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.db.transfers import TransferRepository
+from shared.db.webhooks import WebhookRepository
 from shared.domain.access import Actor
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.transfers import INSUFFICIENT_FUNDS
+from shared.domain.webhooks import AttemptRecord
 from shared.infra.database import Database
 from shared.infra.queue import TRANSFERS_QUEUE
 
@@ -65,6 +69,9 @@ OTHER_REASON = "other"
 KINDS = ("transfer", "deposit", "withdrawal", "reversal")
 FINAL_STATES = ("completed", "failed")
 SETTLE_SUM_PREFIX = "settle_sum:"
+# What became of webhook attempts, and why the failed ones failed: every value has its series.
+WEBHOOK_OUTCOMES = ("delivered", "retrying", "given_up")
+WEBHOOK_FAILURE_REASONS = ("http_status", "timeout", "connection", "private_address")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,8 @@ class LedgerGauges:
     queue_depth: int | None
     database_up: bool
     redis_up: bool
+    webhooks_undelivered: int | None = None
+    webhooks_oldest_undelivered_age_s: float | None = None  # None also when none waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,21 +123,25 @@ class LedgerSnapshot:
     audit: AuditStatus | None
 
 
+# (pending transfers, oldest pending age, webhook deliveries waiting, oldest undelivered age)
+Summary = tuple[int, float | None, int | None, float | None]
+
+
 class GaugeCache:
-    """The last pending summary this process read from the database, for `GAUGES_CACHE_S`:
+    """The last summary this process read from the database, for `GAUGES_CACHE_S`:
     what keeps the scrapes off the database when Redis, which shares the summary between
     processes, does not answer."""
 
     def __init__(self) -> None:
-        self._value: tuple[float, int, float | None] | None = None
+        self._value: tuple[float, Summary] | None = None
 
-    def get(self) -> tuple[int, float | None] | None:
+    def get(self) -> Summary | None:
         if self._value is None or time.monotonic() - self._value[0] > GAUGES_CACHE_S:
             return None
-        return self._value[1], self._value[2]
+        return self._value[1]
 
-    def put(self, pending: int, oldest_age_s: float | None) -> None:
-        self._value = (time.monotonic(), pending, oldest_age_s)
+    def put(self, summary: Summary) -> None:
+        self._value = (time.monotonic(), summary)
 
 
 async def ledger_snapshot(db: Database, redis: AsyncRedis, cache: GaugeCache) -> LedgerSnapshot:
@@ -159,27 +172,39 @@ async def ledger_snapshot(db: Database, redis: AsyncRedis, cache: GaugeCache) ->
         try:
             async with asyncio.timeout(GAUGES_QUERY_TIMEOUT_S):
                 async with db.autocommit() as connection:
-                    summary = await TransferRepository(connection).pending_summary()
+                    transfers = await TransferRepository(connection).pending_summary()
+                    webhooks = await WebhookRepository(connection).undelivered_summary()
+                summary = (*transfers, *webhooks)
         except (DependencyUnavailable, TimeoutError) as error:
             log.warning("metrics: the database did not answer", error=str(error))
             database_up = False
         else:
-            cache.put(*summary)
+            cache.put(summary)
             if redis_up:
                 await _share_summary(redis, summary)
-    pending, oldest_age_s = summary if summary is not None else (None, None)
-    gauges = LedgerGauges(pending, oldest_age_s, depth, database_up, redis_up)
+    if summary is None:
+        gauges = LedgerGauges(None, None, depth, database_up, redis_up)
+    else:
+        gauges = LedgerGauges(summary[0], summary[1], depth, database_up, redis_up, *summary[2:])
     return LedgerSnapshot(gauges, counts, audit)
 
 
-def _shared_summary(raw: bytes | None) -> tuple[int, float | None] | None:
+def _shared_summary(raw: bytes | None) -> Summary | None:
     if raw is None:
         return None
-    pending, oldest_age_s = json.loads(raw)
-    return int(pending), None if oldest_age_s is None else float(oldest_age_s)
+    values = json.loads(raw)
+    if len(values) != 4:  # An older process's: read the database this once.
+        return None
+    pending, oldest_age_s, undelivered, oldest_undelivered_s = values
+    return (
+        int(pending),
+        None if oldest_age_s is None else float(oldest_age_s),
+        None if undelivered is None else int(undelivered),
+        None if oldest_undelivered_s is None else float(oldest_undelivered_s),
+    )
 
 
-async def _share_summary(redis: AsyncRedis, summary: tuple[int, float | None]) -> None:
+async def _share_summary(redis: AsyncRedis, summary: Summary) -> None:
     try:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
             await redis.set(GAUGES_CACHE_KEY, json.dumps(summary), px=int(GAUGES_CACHE_S * 1000))
@@ -224,6 +249,24 @@ def settle_bucket_field(kind: str, index: int) -> str:
 
 def settle_sum_field(kind: str) -> str:
     return f"{SETTLE_SUM_PREFIX}{kind}"
+
+
+def webhook_field(outcome: str) -> str:
+    return f"webhooks:{outcome}"
+
+
+def webhook_failure_field(reason: str) -> str:
+    return f"webhook_failures:{reason}"
+
+
+def webhook_increments(records: Iterable[AttemptRecord]) -> dict[str, float]:
+    """The counter increments for a round of webhook attempts: by outcome, failures by reason."""
+    increments: Counter[str] = Counter()
+    for record in records:
+        increments[webhook_field(record.metric_outcome)] += 1
+        if (reason := record.outcome.failure_reason) is not None:
+            increments[webhook_failure_field(reason)] += 1
+    return {field: float(count) for field, count in increments.items()}
 
 
 def failure_label(reason: str | None) -> str:
