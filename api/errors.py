@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorDetail, ErrorEnvelope, ItemError, ValidationErrorEnvelope
-from shared.domain import errors, fx
+from shared.domain import errors, fx, webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,8 @@ ERROR_STATUS: dict[type[errors.LedgerError], int] = {
     errors.MerchantBalanceNotFound: 404,
     errors.TransferNotFound: 404,
     errors.BatchNotFound: 404,
+    webhooks.WebhookEndpointNotFound: 404,
+    webhooks.WebhookDeliveryNotFound: 404,
     errors.DuplicateMerchant: 409,
     errors.BalanceAlreadyExists: 409,
     errors.BatchTooLarge: 413,

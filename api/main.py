@@ -24,6 +24,7 @@ from api.routers import (
     movements,
     operations,
     transfers,
+    webhooks,
 )
 from shared.infra.config import Settings, get_settings
 from shared.infra.database import Database
@@ -44,6 +45,7 @@ VERSIONED_ROUTERS = (
     api_keys.router,
     audit.router,
     fx_rates.router,
+    webhooks.router,
 )
 REDIS_SOCKET_TIMEOUT_S = 5
 DESCRIPTION = """\

@@ -53,6 +53,16 @@ from shared.domain.transfers import (
     TransferRequest,
     parse_idempotency_key,
 )
+from shared.domain.webhooks import (
+    DeliveryState,
+    EndpointRequest,
+    EventType,
+    WebhookUrl,
+    format_event_id,
+    parse_description,
+    parse_event_types,
+    parse_webhook_url,
+)
 from shared.infra.wire import (
     ALICE_ID,
     CREATED,
@@ -867,3 +877,147 @@ class AuditRead(BaseModel):
     entries: int
     pending: int  # transfers on their way: not a problem
     problems: list[str]
+
+
+# Webhooks (`api/routers/webhooks.py`): values checked by the domain's parsers
+# (`shared/domain/webhooks.py`).
+ENDPOINT_ID = "2e4f6a8b-1c3d-4e5f-8a9b-0c1d2e3f4a5b"
+EVENT_ID = "evt_8f14e45fceea467f9c1a2b3c4d5e6f70"
+WebhookUrlIn = Annotated[
+    WebhookUrl, PlainValidator(_domain_rule(parse_webhook_url), json_schema_input_type=str)
+]
+EventTypesIn = Annotated[
+    tuple[EventType, ...],
+    PlainValidator(_domain_rule(parse_event_types), json_schema_input_type=list[EventType]),
+]
+DescriptionIn = Annotated[
+    str | None,
+    PlainValidator(_domain_rule(parse_description), json_schema_input_type=str | None),
+]
+EventIdOut = Annotated[UUID, PlainSerializer(format_event_id, return_type=str)]
+
+
+class WebhookEndpointCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/mini-ledger",
+                    "events": ["transfer.completed", "transfer.failed"],
+                    "description": "alice's shop",
+                }
+            ]
+        }
+    )
+
+    url: WebhookUrlIn = Field(
+        description="http(s); refused when its host is (or resolves to) a loopback or private "
+        "address, unless the server sets WEBHOOK_ALLOW_PRIVATE=true."
+    )
+    events: EventTypesIn = Field(
+        default=(EventType.TRANSFER_COMPLETED, EventType.TRANSFER_FAILED),
+        description="Which final states to be told of; default both.",
+    )
+    description: DescriptionIn = None
+
+    def to_domain(self) -> EndpointRequest:
+        return EndpointRequest(self.url, self.events, self.description)
+
+
+_ENDPOINT_EXAMPLE: JsonDict = {
+    "id": ENDPOINT_ID,
+    "url": "https://hooks.example.com/mini-ledger",
+    "events": ["transfer.completed", "transfer.failed"],
+    "merchant": "alice",
+    "description": "alice's shop",
+    "created": CREATED,
+    "deleted": None,
+}
+
+
+class WebhookEndpointRead(ReadModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_ENDPOINT_EXAMPLE]})
+
+    id: UUID
+    url: str
+    events: list[EventType]
+    merchant: str | None = Field(
+        validation_alias="merchant_name",
+        description="The merchant whose transfers' events it receives; null: every merchant's "
+        "(an admin key's endpoint).",
+    )
+    description: str | None
+    created: Timestamp
+    deleted: Timestamp | None = Field(description="Set once deleted: nothing is sent after.")
+
+
+class WebhookEndpointCreatedRead(WebhookEndpointRead):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_ENDPOINT_EXAMPLE, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}]
+        }
+    )
+
+    secret: str = Field(
+        description="`whsec_` + base64 of 32 random bytes: verify each delivery's "
+        "`webhook-signature` with it. Shown only in this answer; store it now."
+    )
+
+
+class WebhookAttemptRead(ReadModel):
+    """One attempt at delivering one event to the endpoint."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": EVENT_ID,
+                    "type": "transfer.completed",
+                    "status_code": 503,
+                    "error": None,
+                    "attempted": CREATED,
+                    "next_attempt": "2025-01-15T09:30:05.123456Z",
+                    "delivered": False,
+                }
+            ]
+        }
+    )
+
+    event_id: EventIdOut
+    type: EventType
+    status_code: int | None = Field(description="The receiver's answer; null if none came.")
+    error: str | None = Field(description="Why no answer came (timeout, connection, ...).")
+    attempted: Timestamp
+    next_attempt: Timestamp | None = Field(
+        description="When it is tried again; null once delivered or given up."
+    )
+    delivered: bool = Field(description="A 2xx within 10 s.")
+
+
+class WebhookDeliveryRead(ReadModel):
+    """One event to one endpoint, as it stands."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": EVENT_ID,
+                    "type": "transfer.completed",
+                    "state": "pending",
+                    "attempts": 10,
+                    "next_attempt": CREATED,
+                    "delivered": None,
+                }
+            ]
+        }
+    )
+
+    event_id: EventIdOut
+    type: EventType
+    state: DeliveryState = Field(
+        description="`pending` (due at `next_attempt`), `delivered`, `failed` (given up) or "
+        "`cancelled` (its endpoint deleted)."
+    )
+    attempts: int
+    next_attempt: Timestamp | None
+    delivered: Timestamp | None = Field(description="When a 2xx last answered it.")
