@@ -141,4 +141,26 @@ expect "no rate" "$(curl -s -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency
 expect "fx not reversible" "$(curl -s -X POST "$BASE/transfers/$(echo "$FX" | field '["result"]["id"]')/reversals" -H "$JSON" \
   -H "Idempotency-Key: fx-rev-$RUN" -d '{}' | field '["error"]')" "Cross-currency transfers cannot be reversed"
 expect "audit after fx" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
+# 17. Volume fee tiers: carol pays 2% until she has sent 1 BTC this month, then 1%
+CAROL="carol-$RUN"
+CAROL_ID=$(curl -sf -X POST "$BASE/merchants" -H "$JSON" -d "{\"name\": \"$CAROL\", \"percent_fee\": \"3\"}" | field '["result"]["id"]')
+curl -sf -X POST "$BASE/merchants/balance" -H "$JSON" -d "{\"merchant_id\": \"$CAROL_ID\", \"currency\": \"BTC\", \"initial_amount\": \"10\"}" >/dev/null
+expect "tiers" "$(curl -sf -X PATCH "$BASE/merchants/$CAROL" -H "$JSON" \
+  -d '{"fee_tiers": [{"from_volume": "0", "percent_fee": "2.00"}, {"from_volume": "1", "percent_fee": "1.00"}]}' \
+  | field '["result"]["fee_tiers"][1]["from_volume"]')" "1.00000000"
+carol_pays() { curl -sf -X POST "$BASE/transfers" -H "$JSON" -H "Idempotency-Key: $1-$RUN" -H "Prefer: wait=10" \
+  -d "{\"from_merchant\": \"$CAROL\", \"to_merchant\": \"$BOB\", \"amount\": \"$2\", \"currency\": \"BTC\"}"; }
+FIRST=$(carol_pays tier-1 1)
+expect "first tier" "$(echo "$FIRST" | field '["result"]["percent_fee"]'),$(echo "$FIRST" | field '["result"]["fee"]')" "2.00,0.02000000"
+SECOND=$(carol_pays tier-2 0.5)
+expect "second tier" "$(echo "$SECOND" | field '["result"]["percent_fee"]'),$(echo "$SECOND" | field '["result"]["fee"]')" "1.00,0.00500000"
+# 18. Limits: at most 2 BTC a day out of carol's balance; 1.525 is used already
+expect "limit used" "$(curl -sf -X PATCH "$BASE/merchants/$CAROL" -H "$JSON" \
+  -d '{"limits": [{"currency": "BTC", "period": "day", "max_amount": "2"}]}' | field '["result"]["limits"][0]["used"]')" "1.52500000"
+OVER=$(carol_pays limit-1 0.5)
+expect "over the limit" "$(echo "$OVER" | field '["result"]["state"]'),$(echo "$OVER" | field '["result"]["failure_reason"]')" "failed,Daily limit exceeded"
+WITHIN=$(carol_pays limit-2 0.4)
+expect "within the limit" "$(echo "$WITHIN" | field '["result"]["state"]')" "completed"
+expect "used today" "$(curl -sf "$BASE/merchants/$CAROL" | field '["result"]["limits"][0]["used"]')" "1.92900000"
+expect "audit after tiers and limits" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
 echo "demo finished: every README example answered as documented"
