@@ -315,6 +315,27 @@ class TestPages:
         assert "898.00" in page.text  # closing balance
         assert receiver["name"] in page.text  # the counterparty
 
+    async def test_a_merchant_shows_its_fee_tiers_and_limits_with_their_use(
+        self, console: Console, api_client: httpx.AsyncClient, client: httpx.AsyncClient
+    ) -> None:
+        sender = await funded_merchant(api_client, "5000")
+        receiver = await create_merchant(api_client)
+        tiers = [
+            {"from_volume": "0", "percent_fee": "2"},
+            {"from_volume": "1000", "percent_fee": "1.5"},
+        ]
+        limits = [{"currency": "USD", "period": "day", "max_amount": "2500"}]
+        response = await api_client.patch(
+            f"/v1/merchants/{sender['name']}", json={"fee_tiers": tiers, "limits": limits}
+        )
+        assert response.status_code == 200
+        response = await submit(api_client, sender["name"], receiver["name"], "1200")
+        await settle(api_client, [response.json()["result"]["id"]])
+        page = await console.get(f"/console/merchants/{sender['name']}")
+        text = " ".join(re.sub(r"<[^>]+>", "", page.text).split())
+        assert "from 0.00: 2.00% · from 1,000.00: 1.50%" in text
+        assert "USD per day: 1,224.00 USD of 2,500.00 USD used" in text
+
     async def test_unknown_things_are_404_pages(self, console: Console) -> None:
         for path in (
             "/console/merchants/nobody-at-all",
