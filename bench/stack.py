@@ -12,11 +12,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import redis
 from sqlalchemy import create_engine, text
 
+from bench.ceiling_app import QUEUE as CEILING_QUEUE
+from bench.ceiling_app import SCHEMA as CEILING_SCHEMA
+from bench.ceiling_app import TABLE as CEILING_TABLE
+from bench.ceiling_app import ensure_schema
 from cli.embedded import EmbeddedServers
 from shared.db.migrate import migrate
 from shared.infra.config import Settings, load_settings
@@ -92,15 +98,7 @@ class Stack:
         )
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the API did not come up; logs in {self.home}")
+        wait_healthy(self.url, f"the API did not come up; logs in {self.home}")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -113,6 +111,111 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
         self.servers.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def wait_healthy(url: str, failure: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(failure)
+
+
+def conninfo(settings: Settings) -> str:
+    """libpq's connection string for the bench database (a socket directory or a host)."""
+    return psycopg.conninfo.make_conninfo(
+        host=settings.postgres_host,
+        port=str(settings.postgres_port),
+        user=settings.postgres_user,
+        dbname=settings.postgres_db,
+        **({"password": settings.postgres_password} if settings.postgres_password else {}),
+    )
+
+
+class CeilingServer:
+    """`bench/ceiling_app.py` under uvicorn (uvloop, httptools) with as many processes as the
+    API, on its own port, against the stack's PostgreSQL (its own schema) and Redis (its own
+    list, deleted when it stops). Used as a context manager around the `ceiling` scenario."""
+
+    def __init__(self, stack: Stack, settings: Settings) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.conninfo = conninfo(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> CeilingServer:
+        ensure_schema(self.conninfo)
+        log = (self.stack.home / "ceiling.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.ceiling_app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.stack.api_workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "CEILING_DATABASE": self.conninfo,
+                "CEILING_REDIS_URL": self.settings.redis_url,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_healthy(self.url, f"the ceiling app did not come up; log in {self.stack.home}")
+        return self
+
+    def recorded(self) -> dict[str, Any]:
+        """Rows inserted, entries enqueued, and the durability settings they were written with."""
+        with psycopg.connect(self.conninfo) as connection:
+            rows = connection.execute(f"SELECT count(*) FROM {CEILING_TABLE}").fetchone()
+            durability = {
+                name: connection.execute(f"SHOW {name}").fetchone()
+                for name in ("synchronous_commit", "fsync")
+            }
+        client = redis.Redis.from_url(self.settings.redis_url)
+        enqueued = int(client.llen(CEILING_QUEUE))
+        client.close()
+        return {
+            "rows": int(rows[0]) if rows else 0,
+            "enqueued": enqueued,
+            **{name: str(row[0]) if row else "" for name, row in durability.items()},
+        }
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        client = redis.Redis.from_url(self.settings.redis_url)
+        client.delete(CEILING_QUEUE)
+        client.close()
+        with psycopg.connect(self.conninfo, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA IF EXISTS {CEILING_SCHEMA} CASCADE")
 
 
 def create_admin_key() -> str:
