@@ -8,6 +8,11 @@ embedded), the API and the workers; seeds 1,000 merchants; runs each scenario fo
 from a separate wrk process; reads back from the database what settled and how fast; checks the
 ledger; runs pgbench on the same server with the same client count; writes
 bench/results/<time>.json and .md, and latest.json / latest.md.
+
+`ceiling` (first, on the same servers) drives `bench/ceiling_app.py` — a bare FastAPI app doing
+only what a submission must: parse, one insert with a unique key, one enqueue — with the same
+process count, load generator, requests and connections as `uniform`; every write scenario's
+accepted/s is reported as a ratio of its requests/s, beside the pgbench ratio.
 """
 
 from __future__ import annotations
@@ -31,14 +36,21 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bench.measure import QueueSampler, run_pgbench, scenario_stats, wait_settled  # noqa: E402
-from bench.stack import Stack, seed  # noqa: E402
+from bench.measure import (  # noqa: E402
+    IN_FLIGHT_GRACE_S,
+    QueueSampler,
+    run_pgbench,
+    scenario_stats,
+    wait_settled,
+)
+from bench.stack import CeilingServer, Stack, seed  # noqa: E402
 from shared.infra.database import SyncDatabase  # noqa: E402
 from shared.services.audit import audit_ledger  # noqa: E402
 
-# `read` runs before `bulk`, so it does not measure autovacuum digesting the bulk rows.
-SCENARIOS = ["uniform", "hot-sender", "hot-pair", "retry", "read", "bulk"]
-WRITE_SCENARIOS = [s for s in SCENARIOS if s != "read"]
+# `read` runs before `bulk`, so it does not measure autovacuum digesting the bulk rows; `ceiling`
+# runs first, on an idle database with nothing queued.
+SCENARIOS = ["ceiling", "uniform", "hot-sender", "hot-pair", "retry", "read", "bulk"]
+WRITE_SCENARIOS = [s for s in SCENARIOS if s not in ("read", "ceiling")]
 MERCHANTS = 1000
 BULK_BATCH = 1000
 DRAIN_TIMEOUT_S = 180
@@ -160,6 +172,48 @@ def run_scenario(
     return result
 
 
+def run_ceiling(
+    stack: Stack, engine: Any, settings: Any, args: argparse.Namespace, run_id: str, ids_file: Path
+) -> dict[str, Any]:
+    """The bare app under `uniform`'s load: its 2xx answers per second are the ceiling."""
+    prefix = f"{run_id}-ceiling"
+    print(f"== ceiling: {args.duration}s", flush=True)
+    with CeilingServer(stack, settings) as ceiling:
+        wrk = run_wrk(ceiling.url, stack.api_key, "ceiling", prefix, args, ids_file)
+        time.sleep(IN_FLIGHT_GRACE_S)  # requests in flight when wrk stopped
+        recorded = ceiling.recorded()
+    duration_s = wrk["duration_us"] / 1e6
+    statuses = {str(k): v for k, v in sorted(wrk["statuses"].items())}
+    answered = sum(v for k, v in statuses.items() if k.startswith("2"))
+    result: dict[str, Any] = {
+        "scenario": "ceiling",
+        "app": "bench/ceiling_app.py",
+        "duration_s": round(duration_s, 2),
+        "connections": wrk["connections"],
+        "requests": wrk["requests"],
+        "requests_per_s": round(wrk["requests"] / duration_s, 1),
+        # The ceiling: durable answers (2xx) per second.
+        "ceiling_rps": round(answered / duration_s, 1),
+        "p50_ms": wrk["latency_us"]["p50"] / 1000,
+        "p95_ms": wrk["latency_us"]["p95"] / 1000,
+        "p99_ms": wrk["latency_us"]["p99"] / 1000,
+        "status_counts": statuses,
+        "socket_errors": wrk["errors"],
+        "load_generator_cpu_pct": wrk["load_generator_cpu_pct"],
+        "rows_inserted": recorded["rows"],
+        "entries_enqueued": recorded["enqueued"],
+        "synchronous_commit": recorded["synchronous_commit"],
+        "fsync": recorded["fsync"],
+        "accepted_per_s": round(answered / duration_s, 1),
+        "settled_per_s": 0.0,
+        "states": {},
+    }
+    report = audit_ledger(SyncDatabase(engine))
+    result["audit_ok"] = report.ok and report.pending_transfers == 0
+    result["audit"] = report.violations
+    return result
+
+
 def sample_ids(engine: Any, path: Path) -> None:
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT id FROM transfers ORDER BY random() LIMIT 5000"))
@@ -174,19 +228,40 @@ def markdown(report: dict[str, Any]) -> str:
         f"workers, {report['settings']['connections']} connections, "
         f"{report['settings']['duration_s']} s per scenario; pgbench TPC-B "
         f"(-M prepared, same server, same clients): **{report['pgbench']['tps']:,.0f} tps**.",
-        "",
-        "| scenario | accepted/s | settled/s | × pgbench | target | p50 ms | p95 ms | p99 ms "
-        "| statuses | states | audit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    ceiling = report.get("ceiling")
+    if ceiling:
+        lines[0] += (
+            f" Ceiling (`bench/ceiling_app.py`: FastAPI, parse, one insert with a unique key, one "
+            f"LPUSH; {report['settings']['api_workers']} processes, `uniform`'s requests): "
+            f"**{ceiling['requests_per_s']:,.0f} requests/s**."
+        )
+    lines += [
+        "",
+        "| scenario | accepted/s | settled/s | × pgbench | × ceiling | target | p50 ms | p95 ms "
+        "| p99 ms | statuses | states | audit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
     for s in report["scenarios"]:
         target = TARGETS.get(s["scenario"])
-        ratio = s.get("ratio_to_pgbench")
-        ratio_text = "" if ratio is None else f"{ratio:.2f}"
         target_text = "" if target is None else f"≥ {target}"
+        if s["scenario"] == "ceiling":
+            lines.append(
+                f"| ceiling | {s['ceiling_rps']:,.0f} |  |  | 1.00 |  | "
+                f"{s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | "
+                f"{', '.join(f'{k}: {v}' for k, v in s['status_counts'].items())} | "
+                f"rows: {s['rows_inserted']}, enqueued: {s['entries_enqueued']} | "
+                f"{'ok' if s['audit_ok'] else 'FAILED'} |"
+            )
+            continue
         lines.append(
             f"| {s['scenario']} | {s['accepted_per_s']:,.0f} | {s['settled_per_s']:,.0f} | "
-            f"{ratio_text} | {target_text} | "
+            f"{ratio(s.get('ratio_to_pgbench'))} | {ratio(s.get('ratio_to_ceiling'))} | "
+            f"{target_text} | "
             f"{s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | "
             f"{', '.join(f'{k}: {v}' for k, v in s['status_counts'].items())} | "
             f"{', '.join(f'{k}: {v}' for k, v in s['states'].items() if v)} | "
@@ -200,6 +275,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"p99 {read['p99_ms']} ms). Latencies of write scenarios are submit-to-final "
             "(database timestamps); of `read`, request latency.",
         ]
+    lines += [
+        "",
+        "× pgbench: settled/s ÷ pgbench tps. × ceiling: accepted/s ÷ the ceiling's 2xx "
+        "answers/s" + (f" ({ceiling['requests_per_s']:,.0f})" if ceiling else " (not run)") + "; "
+        "the `ceiling` row's latencies are request latencies.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +306,9 @@ def main() -> int:
         ids_file = stack.home / "transfer-ids.txt"
         results = []
         for scenario in scenarios:
+            if scenario == "ceiling":
+                results.append(run_ceiling(stack, engine, settings, args, run_id, ids_file))
+                continue
             if scenario == "read":
                 sample_ids(engine, ids_file)
             results.append(run_scenario(stack, engine, settings, scenario, args, run_id, ids_file))
@@ -233,9 +317,14 @@ def main() -> int:
         engine.dispose()
     finally:
         stack.stop()
+    ceiling = next((r for r in results if r["scenario"] == "ceiling"), None)
     for result in results:
         if result["scenario"] in WRITE_SCENARIOS:
             result["ratio_to_pgbench"] = round(result["settled_per_s"] / pgbench["tps"], 3)
+            if ceiling and ceiling["ceiling_rps"]:
+                result["ratio_to_ceiling"] = round(
+                    result["accepted_per_s"] / ceiling["ceiling_rps"], 3
+                )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -258,6 +347,15 @@ def main() -> int:
             "bulk_batch": BULK_BATCH,
         },
         "pgbench": pgbench,
+        "ceiling": None
+        if ceiling is None
+        else {
+            "requests_per_s": ceiling["ceiling_rps"],
+            "app": ceiling["app"],
+            "processes": args.api_workers,
+            "connections": ceiling["connections"],
+            "ratio_to_pgbench": round(ceiling["ceiling_rps"] / pgbench["tps"], 3),
+        },
         "scenarios": results,
         "targets": TARGETS,
     }

@@ -1,5 +1,6 @@
 -- wrk load for Mini Ledger. The scenario and its parameters come from the environment:
---   BENCH_SCENARIO  uniform | hot-sender | hot-pair | retry | bulk | read
+--   BENCH_SCENARIO  uniform | hot-sender | hot-pair | retry | bulk | read | ceiling
+--                   (ceiling: uniform's requests, sent to bench/ceiling_app.py)
 --   BENCH_MERCHANTS number of seeded merchants (names bench-m-0 ... bench-m-<n-1>)
 --   BENCH_PREFIX    Idempotency-Key prefix, unique per run and scenario
 --   BENCH_BATCH     items per POST /batches (bulk)
