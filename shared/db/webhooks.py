@@ -197,10 +197,10 @@ _RECORD_ATTEMPTS = text(
                          ELSE d.delivered END
     FROM unnest(CAST(:endpoint_ids AS uuid[]), CAST(:event_ids AS uuid[]),
                 CAST(:states AS varchar[]), CAST(:next_attempts AS timestamptz[]),
-                CAST(:attempted AS timestamptz[]))
-        AS outcome (endpoint_id, event_id, state, next_attempt, attempted)
+                CAST(:attempted AS timestamptz[]), CAST(:leases AS uuid[]))
+        AS outcome (endpoint_id, event_id, state, next_attempt, attempted, lease)
     WHERE d.endpoint_id = outcome.endpoint_id AND d.event_id = outcome.event_id
-      AND d.lease = :lease AND d.state = 'pending'
+      AND d.lease = outcome.lease AND d.state = 'pending'
     """
 )
 
@@ -382,13 +382,13 @@ class OutboxRepository:
             for row in rows
         ]
 
-    def record_attempts(self, records: list[AttemptRecord], lease: uuid.UUID) -> None:
+    def record_attempts(self, records: list[AttemptRecord]) -> None:
         if not records:
             return
         self._connection.execute(
             _RECORD_ATTEMPTS,
             {
-                "lease": lease,
+                "leases": [r.delivery.lease for r in records],
                 "endpoint_ids": [r.delivery.endpoint_id for r in records],
                 "event_ids": [r.delivery.event_id for r in records],
                 "attempted": [r.attempted for r in records],

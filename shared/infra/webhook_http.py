@@ -1,9 +1,9 @@
-"""Webhooks over HTTP: where a host name points, and sending a round of signed POSTs.
+"""Webhooks over HTTP: where a host name points, and sending signed POSTs.
 
-Sending is asyncio (httpx): a round's requests run at once, at most `concurrency` in flight, and
-each is cut off `DELIVERY_TIMEOUT_S` after it started, whatever stage it is in (httpx's own
-timeouts are per stage: a receiver trickling bytes could outlast them). Redirects are not
-followed: a 3xx is not a 2xx.
+Sending is asyncio (httpx): at most `concurrency` requests in flight, each cut off
+`DELIVERY_TIMEOUT_S` after it started, whatever stage it is in (httpx's own timeouts are per
+stage: a receiver trickling bytes could outlast them). Redirects are not followed: a 3xx is not
+a 2xx.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -52,7 +51,8 @@ class Post:
 
 
 class Sender:
-    """One HTTP client for a run of rounds (its connections are reused across rounds)."""
+    """One HTTP client for a delivery run: its connections are reused, at most `concurrency`
+    requests are in flight, and where each URL's host points is checked once per run."""
 
     def __init__(self, concurrency: int, allow_private: bool) -> None:
         self._client = httpx.AsyncClient(
@@ -63,32 +63,14 @@ class Sender:
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._allow_private = allow_private
+        self._refused: dict[str, bool] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def send_all(self, posts: Sequence[Post]) -> list[AttemptOutcome]:
-        """Every POST's outcome, in order; never raises for what a receiver does."""
-        refused = await self._refused_hosts(posts)
-        return list(
-            await asyncio.gather(*(self._send(post, post.url in refused) for post in posts))
-        )
-
-    async def _refused_hosts(self, posts: Sequence[Post]) -> set[str]:
-        """The URLs whose host now resolves to a private address (checked again at each round:
-        a name can be pointed elsewhere after the endpoint was created)."""
-        if self._allow_private:
-            return set()
-        urls = {post.url for post in posts}
-        refused = set()
-        for url in urls:
-            addresses = await resolve(parse_webhook_url(url))
-            if addresses and any(is_private_address(address) for address in addresses):
-                refused.add(url)
-        return refused
-
-    async def _send(self, post: Post, refused: bool) -> AttemptOutcome:
-        if refused:
+    async def send(self, post: Post) -> AttemptOutcome:
+        """The POST's outcome; never raises for what a receiver does."""
+        if await self._points_to_private(post.url):
             return not_answered(PRIVATE_ADDRESS_AT_DELIVERY)
         async with self._slots:
             started = time.monotonic()
@@ -105,3 +87,13 @@ class Sender:
             except httpx.HTTPError as error:
                 return not_answered(f"{type(error).__name__}: {error}".rstrip(": "))
             return answered(response.status_code)
+
+    async def _points_to_private(self, url: str) -> bool:
+        """Whether the URL's host now resolves to a private address: checked again at each
+        run, since a name can be pointed elsewhere after the endpoint was created."""
+        if self._allow_private:
+            return False
+        if url not in self._refused:
+            addresses = await resolve(parse_webhook_url(url))
+            self._refused[url] = any(is_private_address(address) for address in addresses)
+        return self._refused[url]

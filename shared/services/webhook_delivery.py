@@ -5,12 +5,13 @@ The outbox rows in PostgreSQL are the truth. Each run works in rounds, in short 
 1. fan-out: take events not dispatched yet (SKIP LOCKED), render each one's body once — the
    transfer as `GET /v1/transfers/{id}` renders it, as it was when it became final — and create
    one delivery per endpoint that wants it, due now;
-2. claim: take up to `concurrency` due deliveries (SKIP LOCKED), each with the run's lease and a
-   `next_attempt` past the send's timeout, and commit: no other worker sends them meanwhile,
-   and if this one dies they are due again when the lease runs out (at least once, never lost);
-3. send them all at once (each cut off after `DELIVERY_TIMEOUT_S`), then record every attempt
-   and each delivery's next state in one statement: delivered, due again after the next delay
-   of the schedule, or given up.
+2. claim: take as many due deliveries as there are free slots (SKIP LOCKED), each with a lease
+   and a `next_attempt` past the send's timeout, and commit: no other worker sends them
+   meanwhile, and if this one dies they are due again when the lease runs out (at least once,
+   never lost);
+3. send them (at most `concurrency` in flight, each cut off after `DELIVERY_TIMEOUT_S`), and
+   record finished attempts in batches, one statement each: the log lines and each delivery's
+   next state — delivered, due again after the next delay of the schedule, or given up.
 One run at a time across all workers (a session-level advisory lock, freed at once if the
 worker dies), for at most `RUN_BUDGET_S`: the task never holds a worker's process for long, and
 the periodic task starts the next run.
@@ -119,26 +120,42 @@ async def _run(
     options: DeliveryOptions,
     on_round: Callable[[list[AttemptRecord]], None],
 ) -> DeliveryRun:
+    """A pipeline: claim as soon as a quarter of the slots is free, record as attempts finish
+    (every half-slot's worth, or when nothing is in flight), so sending never waits for the
+    database and the database is not asked once per request."""
     run = DeliveryRun(ran=True)
     sender = Sender(options.concurrency, options.allow_private)
     deadline = time.monotonic() + options.budget_s
+    in_flight: set[asyncio.Task[AttemptRecord]] = set()
+    finished: list[AttemptRecord] = []
+    claim_at = max(1, options.concurrency // 4)
+    flush_at = max(1, options.concurrency // 2)
+    idle = False
     try:
         while True:
-            with connection.begin():
-                dispatched = _dispatch(outbox)
-            lease = uuid.uuid4()
-            with connection.begin():
-                due = outbox.claim_due(options.concurrency, lease, LEASE_S)
-            records = await _send(sender, due, options.retry_schedule) if due else []
-            if records:
+            free = options.concurrency - len(in_flight)
+            if not idle and free >= claim_at and time.monotonic() < deadline:
                 with connection.begin():
-                    outbox.record_attempts(records, lease)
-                on_round(records)
-            run.dispatched += dispatched
-            run.attempts += records
-            if (not due and dispatched < DISPATCH_BATCH) or time.monotonic() > deadline:
+                    run.dispatched += (dispatched := _dispatch(outbox))
+                with connection.begin():
+                    due = outbox.claim_due(free, uuid.uuid4(), LEASE_S)
+                in_flight |= {asyncio.create_task(_attempt(sender, d, options)) for d in due}
+                # Nothing due and nothing left to fan out: claim again only once this ends.
+                idle = not due and dispatched < DISPATCH_BATCH
+            if in_flight:
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                finished += [task.result() for task in done]
+            if finished and (len(finished) >= flush_at or not in_flight):
+                with connection.begin():
+                    outbox.record_attempts(finished)
+                on_round(finished)
+                run.attempts += finished
+                finished = []
+            if not in_flight and (idle or time.monotonic() >= deadline):
                 return run
     finally:
+        for task in in_flight:
+            task.cancel()
         await sender.aclose()
 
 
@@ -150,19 +167,13 @@ def _dispatch(outbox: OutboxRepository) -> int:
     return len(events)
 
 
-async def _send(
-    sender: Sender, due: list[DueDelivery], schedule: tuple[float, ...]
-) -> list[AttemptRecord]:
-    """One attempt of each claimed delivery: a fresh timestamp and signature, the same body."""
+async def _attempt(
+    sender: Sender, delivery: DueDelivery, options: DeliveryOptions
+) -> AttemptRecord:
+    """One attempt: a fresh timestamp and signature, the same body."""
     attempted = datetime.now(UTC)
+    body = delivery.body.encode()
     timestamp = int(attempted.timestamp())
-    posts = []
-    for delivery in due:
-        body = delivery.body.encode()
-        headers = signed_headers(delivery.signing_key, delivery.webhook_id, timestamp, body)
-        posts.append(Post(delivery.url, headers, body))
-    outcomes = await sender.send_all(posts)
-    return [
-        record_attempt(delivery, attempted, outcome, schedule)
-        for delivery, outcome in zip(due, outcomes, strict=True)
-    ]
+    headers = signed_headers(delivery.signing_key, delivery.webhook_id, timestamp, body)
+    outcome = await sender.send(Post(delivery.url, headers, body))
+    return record_attempt(delivery, attempted, outcome, options.retry_schedule)
