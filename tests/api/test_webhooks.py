@@ -30,7 +30,7 @@ from tests.helpers import (
     submit,
     unique,
 )
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, always
 
 PRIVATE = "Webhook URL must not point to a private address"
 NOT_HTTP = "Webhook URL must be an http or https URL"
@@ -515,3 +515,43 @@ class TestOutbox:
         await settle(client, [str(pending.id)])
         assert count(sync_db, "SELECT count(*) FROM webhook_events WHERE transfer_id = :id",
                      id=pending.id) == 1  # fmt: skip
+
+
+class TestMetrics:
+    async def test_attempts_failures_and_the_undelivered_in_metrics(
+        self, client: httpx.AsyncClient, app: FastAPI, new_endpoint: NewEndpoint
+    ) -> None:
+        from tests.api.test_metrics import parse, value
+
+        async def scrape() -> dict[Any, float]:
+            await asyncio.sleep(1.1)  # past the gauges' one-second cache
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as http:
+                response = await http.get("/metrics")
+            assert response.status_code == 200
+            return parse(response.text)
+
+        before = await scrape()
+        failing = Receiver(always(500))
+        try:
+            endpoint = await new_endpoint(failing.url, events=["transfer.completed"])
+            _, _, transfer = await paid(client)
+            await failing.wait_until(lambda r: len(r.for_transfer(transfer["id"])) >= 2)
+            during = await scrape()
+            assert value(during, "mini_ledger_webhook_undelivered") >= 1
+            assert value(during, "mini_ledger_webhook_oldest_undelivered_age_seconds") > 0
+            await wait_for_attempts(
+                client, endpoint["id"], lambda log: any(a["next_attempt"] is None for a in log)
+            )
+        finally:
+            failing.stop()
+        after = await scrape()
+
+        def grew(name: str, by: float, **labels: str) -> bool:
+            return value(after, name, **labels) - value(before, name, **labels) >= by
+
+        assert grew("mini_ledger_webhook_attempts_total", 5, outcome="retrying")
+        assert grew("mini_ledger_webhook_attempts_total", 1, outcome="given_up")
+        assert grew("mini_ledger_webhook_failures_total", 6, reason="http_status")
+        delivered = ("mini_ledger_webhook_attempts_total", frozenset({("outcome", "delivered")}))
+        assert delivered in after  # every outcome has its series from the start
