@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.console import actions, login, pages
+from api.console import actions, login, pages, webhooks
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
 router.include_router(pages.router)
 router.include_router(actions.router)
+router.include_router(webhooks.router)
