@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: install lock run test test-fast lint fmt check audit migrate bench bench-audit up down logs-all shell-app shell-db shell-redis clean compose
+.PHONY: install lock run test test-fast lint fmt check audit migrate bench bench-audit bench-webhooks up down logs-all shell-app shell-db shell-redis clean compose
 
 # Exact versions with hashes from the lock (runtime + zero-config + dev tools), then the project
 # itself, editable and without dependencies. Again whenever the lock or pyproject.toml changes.
@@ -92,3 +92,8 @@ bench: install  ## load test against pgbench's yardstick; writes bench/results/l
 # in its own database, then `mini-ledger audit` timed; writes bench/results/audit.{json,md}.
 bench-audit: install  ## how long the audit takes on 1,000,000 transfers (SPEC: within 10 s)
 	$(BIN)/python bench/audit.py $(BENCH_AUDIT_ARGS)
+
+# A burst of 10,000 transfers (BENCH_WEBHOOKS_ARGS='--transfers 1000' for fewer), one webhook
+# endpoint, a receiver answering 204: every event must arrive once; bench/results/webhooks.*.
+bench-webhooks: install  ## how long the webhooks of 10,000 transfers take to arrive, none lost
+	$(BIN)/python bench/webhooks.py $(BENCH_WEBHOOKS_ARGS)
