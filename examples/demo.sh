@@ -163,4 +163,61 @@ WITHIN=$(carol_pays limit-2 0.4)
 expect "within the limit" "$(echo "$WITHIN" | field '["result"]["state"]')" "completed"
 expect "used today" "$(curl -sf "$BASE/merchants/$CAROL" | field '["result"]["limits"][0]["used"]')" "1.92900000"
 expect "audit after tiers and limits" "$(curl -sf "$BASE/audit" | field '["result"]["ok"]')" "True"
+# 19. Webhooks: a tiny receiver on this machine (make run allows private addresses), an endpoint,
+# a deposit, and its signed event, checked as a receiver would (Standard Webhooks, with hmac)
+HOOKS=$(mktemp -d)
+python3 - "$HOOKS" <<'PY' &
+import http.server, json, os, sys
+folder = sys.argv[1]
+class Hooks(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        name = os.path.join(folder, self.headers["webhook-id"])
+        with open(name + ".headers", "w") as f:
+            json.dump({k.lower(): v for k, v in self.headers.items()}, f)
+        with open(name + ".json", "wb") as f:
+            f.write(body)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Hooks)
+with open(os.path.join(folder, "port.tmp"), "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(os.path.join(folder, "port.tmp"), os.path.join(folder, "port"))
+server.serve_forever()
+PY
+RECEIVER=$!
+trap 'kill $RECEIVER 2>/dev/null; rm -rf "$HOOKS"' EXIT
+for _ in $(seq 100); do [ -f "$HOOKS/port" ] && break; sleep 0.1; done
+ENDPOINT=$(curl -sf -X POST "$BASE/webhook-endpoints" -H "$JSON" \
+  -d "{\"url\": \"http://127.0.0.1:$(cat "$HOOKS/port")/hooks\", \"events\": [\"transfer.completed\"]}")
+ENDPOINT_ID=$(echo "$ENDPOINT" | field '["result"]["id"]')
+SECRET=$(echo "$ENDPOINT" | field '["result"]["secret"]')
+expect "webhook secret" "${SECRET:0:6}" "whsec_"
+expect "listed without it" "$(curl -sf "$BASE/webhook-endpoints" | python3 -c "import json,sys; print([sorted(e) for e in json.load(sys.stdin)['result'] if e['id'] == '$ENDPOINT_ID'][0])")" \
+  "['created', 'deleted', 'description', 'events', 'id', 'merchant', 'url']"
+HOOKED=$(wait_final deposits "hook-$RUN" "{\"merchant\": \"$BOB\", \"amount\": \"1\", \"currency\": \"BTC\"}" | field '["result"]["id"]')
+for _ in $(seq 300); do grep -lq "$HOOKED" "$HOOKS"/*.json 2>/dev/null && break; sleep 0.1; done
+EVENT=$(basename "$(grep -l "$HOOKED" "$HOOKS"/*.json)" .json)
+expect "webhook event" "$(field '["type"]' < "$HOOKS/$EVENT.json"),$(field '["data"]["kind"]' < "$HOOKS/$EVENT.json"),$(field '["data"]["state"]' < "$HOOKS/$EVENT.json")" \
+  "transfer.completed,deposit,completed"
+expect "webhook signature" "$(python3 - "$SECRET" "$HOOKS/$EVENT" <<'PY'
+import base64, hashlib, hmac, json, sys
+secret, stem = sys.argv[1], sys.argv[2]
+headers = json.load(open(stem + ".headers"))
+body = open(stem + ".json", "rb").read()
+signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+key = base64.b64decode(secret.removeprefix("whsec_"))
+expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+print("valid" if any(hmac.compare_digest(expected, s) for s in headers["webhook-signature"].split()) else "INVALID")
+PY
+)" "valid"
+for _ in $(seq 100); do
+  DELIVERED=$(curl -sf "$BASE/webhook-endpoints/$ENDPOINT_ID/deliveries" | python3 -c "import json,sys; print([a['delivered'] for a in json.load(sys.stdin)['result'] if a['event_id'] == '$EVENT'])")
+  [ "$DELIVERED" = "[True]" ] && break; sleep 0.1
+done
+expect "deliveries log" "$DELIVERED" "[True]"
+expect "send it again" "$(curl -s -X POST "$BASE/webhook-endpoints/$ENDPOINT_ID/deliveries/$EVENT/retry" | field '["status"]')" "202"
+expect "endpoint deleted" "$(curl -sf -X DELETE "$BASE/webhook-endpoints/$ENDPOINT_ID" | field '["result"]["deleted"] is not None')" "True"
 echo "demo finished: every README example answered as documented"
