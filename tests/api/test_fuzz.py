@@ -33,7 +33,13 @@ MERCHANTS = 4
 @pytest.fixture(scope="module")
 def fuzz_api(workers: Processes) -> Iterator[str]:
     processes = Processes()
-    yield start_api(processes)
+    url = start_api(processes)
+    yield url
+    # The webhook endpoints the fuzzing created would be sent every later test's events.
+    endpoints = httpx.get(f"{url}/v1/webhook-endpoints", headers=ADMIN_HEADERS, timeout=60)
+    for endpoint in endpoints.json()["result"]:
+        path = f"{url}/v1/webhook-endpoints/{endpoint['id']}"
+        httpx.delete(path, headers=ADMIN_HEADERS, timeout=60)
     processes.stop_all()
 
 
