@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench import stack as bench_stack  # noqa: E402
 from bench.stack import Stack, seed  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -102,6 +103,9 @@ def main() -> int:
     parser.add_argument("--worker-concurrency", type=int, default=2)
     args = parser.parse_args()
     os.environ["WEBHOOK_ALLOW_PRIVATE"] = "true"
+    # A database and Redis database of its own: `make bench` may run on the same servers.
+    bench_stack.BENCH_DATABASE = "mini_ledger_bench_webhooks"
+    bench_stack.BENCH_REDIS_DB = "13"
     stack = Stack(api_workers=2, worker_concurrency=args.worker_concurrency, worker_processes=1)
     receiver = Receiver()
     try:
@@ -198,7 +202,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"(concurrency {s['worker_concurrency']}), WEBHOOK_CONCURRENCY={s['webhook_concurrency']}; "
         f"receiver on 127.0.0.1 answering 204.\n\n"
         "| | |\n|---|---|\n"
-        f"| events received | {report['events_received']:,} (POSTs: {report['posts_received']:,}) |\n"
+        f"| events received | {report['events_received']:,} "
+        f"(POSTs: {report['posts_received']:,}) |\n"
         f"| missing / twice | {report['missing']} / {report['duplicates']} |\n"
         f"| burst submitted | {report['submitted_s']} s |\n"
         f"| every transfer final | {report['all_final_s']} s |\n"
