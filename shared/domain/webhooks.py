@@ -36,6 +36,7 @@ MAX_ERROR_LENGTH = 500
 DELIVERY_TIMEOUT_S = 10.0
 DEFAULT_RETRY_SCHEDULE = "5s,30s,2m,10m,30m,1h,3h,6h,12h"
 PRIVATE_ADDRESS = "Webhook URL must not point to a private address"
+UNRESOLVED_HOST = "Webhook URL's host does not resolve"
 _EVENT_ID = re.compile(r"^evt_([0-9a-f]{32})$", re.ASCII)
 _DELAY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$", re.ASCII)
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -174,8 +175,11 @@ def is_private_address(address: str) -> bool:
 
 
 def refuse_private(addresses: list[str]) -> None:
-    """A URL is refused when any address of its host is private (a client picks any of them)."""
-    if not addresses or any(is_private_address(address) for address in addresses):
+    """A URL is refused when any address of its host is private (a client picks any of them),
+    or when its host resolves to nothing (nothing to check)."""
+    if not addresses:
+        raise InvalidInput(UNRESOLVED_HOST, field="body.url")
+    if any(is_private_address(address) for address in addresses):
         raise InvalidInput(PRIVATE_ADDRESS, field="body.url")
 
 

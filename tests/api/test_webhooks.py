@@ -173,6 +173,21 @@ class TestEndpoints:
             "details": [{"field": "body.url", "message": PRIVATE}],
         }
 
+    async def test_a_host_that_does_not_resolve_is_refused(
+        self, api_client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        settings = app.state.settings
+        app.state.settings = dataclasses.replace(settings, webhook_allow_private=False)
+        try:
+            response = await api_client.post(
+                "/v1/webhook-endpoints", json={"url": "https://nowhere.invalid/hooks"}
+            )
+        finally:
+            app.state.settings = settings
+        assert response.status_code == 422, response.text
+        message = "Webhook URL's host does not resolve"
+        assert response.json()["details"] == [{"field": "body.url", "message": message}]
+
     async def test_a_public_address_is_accepted(
         self, api_client: httpx.AsyncClient, app: FastAPI
     ) -> None:

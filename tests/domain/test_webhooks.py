@@ -106,10 +106,13 @@ class TestUrls:
 
     def test_a_host_with_any_private_address_or_none_is_refused(self) -> None:
         refuse_private(["93.184.215.14"])
-        for addresses in (["93.184.215.14", "10.0.0.1"], []):
+        for addresses, message in (
+            (["93.184.215.14", "10.0.0.1"], PRIVATE_ADDRESS),
+            ([], "Webhook URL's host does not resolve"),
+        ):
             with pytest.raises(InvalidInput) as refused:
                 refuse_private(addresses)
-            assert refused.value.message == PRIVATE_ADDRESS
+            assert refused.value.message == message
             assert refused.value.field == "body.url"
 
 
