@@ -66,15 +66,9 @@ _OPEN_ACCOUNTS = text(
 # InitPlan, computed once): when a row was updated by another transaction while we waited for
 # its lock, READ COMMITTED re-checks the row against the WHERE clause, and a re-check of a join
 # back to `accounts` would drop it; `id = ANY(<that array>)` keeps it, with its new balance.
-# `limited`: a merchant balance with limits, whose use is then read after the locks
-# (`read_limits`); a group of unlimited balances costs no round trip more.
 _LOCK_ACCOUNTS = text(
     """
-    SELECT a.id, a.kind, a.merchant_id, a.currency, a.shard, a.amount, a.version,
-           a.kind = 'merchant' AND EXISTS (
-               SELECT FROM balance_limits l
-               WHERE l.merchant_id = a.merchant_id AND l.currency = a.currency
-           ) AS limited
+    SELECT a.id, a.kind, a.merchant_id, a.currency, a.shard, a.amount, a.version
     FROM accounts a
     WHERE a.id = ANY(ARRAY(
         SELECT m.id FROM accounts m
@@ -245,24 +239,24 @@ class LedgerRepository:
         """Create, empty, the accounts among `keys` that do not exist yet (before any lock)."""
         return {row.id for row in self._connection.execute(_OPEN_ACCOUNTS, _key_columns(keys))}
 
-    def lock_accounts(
-        self, keys: list[AccountKey]
-    ) -> tuple[dict[AccountKey, AccountBalance], set[AccountKey]]:
-        """Lock the accounts in id order and read their balances; and which of them are
-        merchant balances with limits."""
-        balances: dict[AccountKey, AccountBalance] = {}
-        limited: set[AccountKey] = set()
-        for row in self._connection.execute(_LOCK_ACCOUNTS, _key_columns(keys)):
-            key = AccountKey(AccountKind(row.kind), row.currency, row.merchant_id, row.shard)
-            balances[key] = AccountBalance(row.id, row.amount, row.version)
-            if row.limited:
-                limited.add(key)
-        return balances, limited
+    def lock_accounts(self, keys: list[AccountKey]) -> dict[AccountKey, AccountBalance]:
+        """Lock the accounts in id order and read their balances."""
+        rows = self._connection.execute(_LOCK_ACCOUNTS, _key_columns(keys))
+        return {
+            AccountKey(AccountKind(row.kind), row.currency, row.merchant_id, row.shard): (
+                AccountBalance(row.id, row.amount, row.version)
+            )
+            for row in rows
+        }
 
-    def read_limits(self, keys: set[AccountKey], today: date) -> dict[AccountKey, list[LimitUsage]]:
-        """The limits of the merchant balances `keys`, with what they used in the period
-        `today` is in (read after the balances were locked: nothing moves them now)."""
-        balances = sorted(keys)
+    def read_limits(
+        self, keys: list[AccountKey], today: date
+    ) -> dict[AccountKey, list[LimitUsage]]:
+        """The limits of the merchants' balances among `keys`, with what they used in the
+        period `today` is in (read after the balances were locked: nothing moves them now)."""
+        balances = sorted({key for key in keys if key.kind is AccountKind.MERCHANT})
+        if not balances:
+            return {}
         rows = self._connection.execute(
             LIMITS_OF_BALANCES,
             {

@@ -110,8 +110,8 @@ class MerchantRepository:
         Limits are replaced as a whole (run it in a transaction).
 
         A transfer snapshots its fee at submission, so a new fee or new tiers apply to later
-        ones only; the worker reads limits as it locks a group's balances, so new limits apply
-        to the groups that lock the balance after the commit.
+        ones only; the worker reads limits under the balance locks, so new limits apply to
+        every movement completed after the commit.
         """
         limits_changed = False
         if changes.limits is not None:

@@ -95,12 +95,12 @@ def _apply_once(db: SyncDatabase, transfer_ids: list[uuid.UUID]) -> GroupResult:
         originals = ledger.lock_originals([t.reverses for t in ordered if t.reverses is not None])
         keys = [key for transfer in ordered for key in accounts_touched(transfer)]
         opened = ledger.open_accounts(keys)
-        accounts, limited = ledger.lock_accounts(keys)
+        accounts = ledger.lock_accounts(keys)
         # One reading for the group: its `processed` stamp and its limits' period agree.
         now = clock.utc_now()
         today = now.astimezone(UTC).date()
-        debited = {debit[0] for t in ordered if (debit := limited_debit(t)) is not None}
-        limits = ledger.read_limits(debited & limited, today) if debited & limited else {}
+        limited = [debit[0] for t in ordered if (debit := limited_debit(t)) is not None]
+        limits = ledger.read_limits(limited, today) if limited else {}
         journal = Journal(accounts, originals, today=today, limits=limits)
         for transfer in ordered:
             try:
