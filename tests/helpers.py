@@ -13,7 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import text
 
 from shared.db.transfers import TransferRepository
-from shared.domain.fee_tiers import month_window
+from shared.domain.fee_tiers import volume_window
 from shared.domain.transfers import NewTransfer, TransferRequest
 from shared.infra.clock import utc_now
 from shared.infra.database import Database, SyncDatabase
@@ -147,7 +147,9 @@ async def record_pending(
     names = sorted({name for sender, receiver, _ in requests for name in (sender, receiver)})
     async with database.transaction() as connection:
         repository = TransferRepository(connection)
-        parties = await repository.get_parties(names, [currency], month_window(utc_now()))
+        parties = await repository.get_parties(
+            names, [currency], volume_window([s for s, _, _ in requests], utc_now())
+        )
         pending = [
             new_transfer(
                 TransferRequest(sender, receiver, amount, currency),

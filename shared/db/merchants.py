@@ -116,7 +116,10 @@ class MerchantRepository:
         limits_changed = False
         if changes.limits is not None:
             found = await self._connection.execute(
-                select(merchants.c.id).where(merchants.c.name == name).with_for_update()
+                # NO KEY: transfers and running totals referencing the merchant need not wait.
+                select(merchants.c.id)
+                .where(merchants.c.name == name)
+                .with_for_update(key_share=True)
             )
             merchant_id = found.scalar_one_or_none()
             if merchant_id is None:

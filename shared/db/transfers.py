@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.merchants import to_fee_tiers
 from shared.db.tables import accounts, balance_totals, batch_items, fx_rates, merchants, transfers
+from shared.domain.fee_tiers import VolumeWindow
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -128,11 +129,12 @@ def _conversion_values(new: NewTransfer) -> dict[str, Any]:
     }
 
 
-def _monthly_volume(currency: Any, month: tuple[datetime, datetime]) -> ColumnElement[Any]:
-    """A merchant's volume in `currency` in the UTC `month` (SPEC: Volume fee tiers), read only
-    for a merchant with fee tiers: the running total of its completed transfers recorded that
-    month (at most 31 rows) plus its pending ones (the pending index: no scan of history)."""
-    start, end = month
+def _monthly_volume(currency: Any, window: VolumeWindow) -> ColumnElement[Any]:
+    """A sender's volume in `currency` in the window's UTC month (SPEC: Volume fee tiers), read
+    only for a sender with fee tiers: the running total of its completed transfers recorded that
+    month (at most 31 rows) plus its pending ones (through the pending index: bounded by the
+    backlog, never a scan of its history)."""
+    start, end = window.start, window.end
     completed = (
         select(func.coalesce(func.sum(balance_totals.c.sent), 0))
         .where(
@@ -155,7 +157,10 @@ def _monthly_volume(currency: Any, month: tuple[datetime, datetime]) -> ColumnEl
         )
         .scalar_subquery()
     )
-    return case((merchants.c.fee_tiers.is_not(None), completed + pending))
+    tiered_sender = and_(
+        merchants.c.fee_tiers.is_not(None), is_any(merchants.c.name, window.senders, String())
+    )
+    return case((tiered_sender, completed + pending))
 
 
 class TransferRepository:
@@ -218,18 +223,18 @@ class TransferRepository:
         return Reversible(to_transfer(row), row.pending_amount, row.pending_fee)
 
     async def get_parties(
-        self, names: list[str], currencies: list[str], month: tuple[datetime, datetime]
+        self, names: list[str], currencies: list[str], volumes: VolumeWindow
     ) -> dict[str, Party]:
-        """The named merchants that exist, each with its balances among `currencies` (and,
-        with fee tiers, its volume in them in the UTC `month`, [start, end))."""
-        parties, _ = await self.get_parties_and_rate(names, currencies, month, None)
+        """The named merchants that exist, each with its balances among `currencies` (and, for
+        the senders of `volumes` that have fee tiers, their volume in them)."""
+        parties, _ = await self.get_parties_and_rate(names, currencies, volumes, None)
         return parties
 
     async def get_parties_and_rate(
         self,
         names: list[str],
         currencies: list[str],
-        month: tuple[datetime, datetime],
+        volumes: VolumeWindow,
         pair: tuple[str, str] | None,
     ) -> tuple[dict[str, Party], Decimal | None]:
         """`get_parties`, and in the same statement the current FX rate of `pair` (base,
@@ -243,7 +248,7 @@ class TransferRepository:
             merchants.c.fee_tiers,
             balance.c.id.label("balance_id"),
             balance.c.currency,
-            _monthly_volume(balance.c.currency, month).label("volume"),
+            _monthly_volume(balance.c.currency, volumes).label("volume"),
         ]
         if pair is not None:
             columns.append(

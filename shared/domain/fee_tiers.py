@@ -57,6 +57,20 @@ def tier_percent_fee(tiers: Sequence[FeeTier], volume: Decimal) -> Decimal:
     return [tier for tier in tiers if tier.from_volume <= volume][-1].percent_fee
 
 
+@dataclass(frozen=True, slots=True)
+class VolumeWindow:
+    """Whose volume a submission reads — the senders of its transfers (their fee may depend
+    on it) — and over which UTC month, [start, end)."""
+
+    senders: list[str]
+    start: datetime
+    end: datetime
+
+
+def volume_window(senders: list[str], now: datetime) -> VolumeWindow:
+    return VolumeWindow(senders, *month_window(now))
+
+
 def month_window(now: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month `now` is in: [first instant, first instant of the next)."""
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)

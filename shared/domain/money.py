@@ -79,7 +79,8 @@ def parse_amount(value: object, *, what: str = "Amount", allow_zero: bool = Fals
     if not _has_at_most_places(number, AMOUNT_PLACES):
         raise InvalidInput(f"{what} must have at most {AMOUNT_PLACES} decimal places")
     with localcontext(_EXACT):
-        return number.quantize(AMOUNT_QUANTUM)
+        # "-0" is zero: no negative zero to render as "-0.00000000".
+        return (number.copy_abs() if number == 0 else number).quantize(AMOUNT_QUANTUM)
 
 
 def parse_percent_fee(value: object) -> Decimal:
@@ -90,7 +91,7 @@ def parse_percent_fee(value: object) -> Decimal:
     if not _has_at_most_places(number, PERCENT_PLACES):
         raise InvalidInput(f"Percent fee must have at most {PERCENT_PLACES} decimal places")
     with localcontext(_EXACT):
-        return number.quantize(PERCENT_QUANTUM)
+        return number.copy_abs().quantize(PERCENT_QUANTUM)
 
 
 def parse_rate(value: object) -> Decimal:

@@ -17,7 +17,7 @@ from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.batches import BatchProgress
 from shared.domain.errors import BatchNotFound, BatchTooLarge, IdempotencyKeyReused, LedgerError
-from shared.domain.fee_tiers import month_window
+from shared.domain.fee_tiers import volume_window
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -29,7 +29,13 @@ from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
 from shared.services.operations import count_submitted
-from shared.services.transfers import authorize, check_parties, fx_pair, new_transfer
+from shared.services.transfers import (
+    authorize,
+    check_parties,
+    fx_pair,
+    new_transfer,
+    transfer_senders,
+)
 
 MAX_BATCH_ITEMS = 10_000
 
@@ -165,7 +171,7 @@ async def submit_batch(
                 list({name for item in items for name in item.request.merchant_names}),
                 list({item.request.currency for item in items}),
                 # Items recorded together see the same volume: none was recorded before another.
-                month_window(clock.utc_now()),
+                volume_window(transfer_senders([item.request for item in items]), clock.utc_now()),
             ),
             # Only when an item converts between currencies: one lookup for every pair.
             rates=await repository.get_rates(sorted(pairs)) if pairs else {},

@@ -22,7 +22,7 @@ from shared.domain.errors import (
     TransferNotFound,
     TransferPartiesNotFound,
 )
-from shared.domain.fee_tiers import month_window
+from shared.domain.fee_tiers import volume_window
 from shared.domain.fx import convert
 from shared.domain.money import compute_fee
 from shared.domain.transfers import (
@@ -125,6 +125,13 @@ def new_transfer(
     )
 
 
+def transfer_senders(requests: list[TransferRequest]) -> list[str]:
+    """Whose volume the requests' fees may depend on: the senders of transfers."""
+    return sorted(
+        {r.sender for r in requests if r.kind is TransferKind.TRANSFER and r.sender is not None}
+    )
+
+
 def fx_pair(request: TransferRequest) -> tuple[str, str] | None:
     """The FX pair whose rate a cross-currency request needs (None for any other)."""
     return None if request.to_currency is None else (request.currency, request.to_currency)
@@ -159,7 +166,7 @@ async def submit_transfer(
         parties, rate = await repository.get_parties_and_rate(
             request.merchant_names,
             [request.currency],
-            month_window(clock.utc_now()),
+            volume_window(transfer_senders([request]), clock.utc_now()),
             fx_pair(request),
         )
         try:

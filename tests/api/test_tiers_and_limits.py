@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from shared.infra import clock
 from shared.infra.database import SyncDatabase
@@ -26,6 +28,7 @@ from tests.helpers import (
     balance_of,
     create_merchant,
     funded_merchant,
+    open_balance,
     record_pending,
     settle,
     submit,
@@ -212,13 +215,43 @@ class TestFeeTiers:
         sender = await funded_merchant(client, "5000")
         receiver = await create_merchant(client)
         await patch(client, sender["name"], {"fee_tiers": TIERS})
-        batch = await post_batch(
-            client, [item(sender["name"], receiver["name"], "600") for _ in range(2)]
-        )
+        names = (sender["name"], receiver["name"])
+        before = await submit(client, *names, "500")
+        await settle(client, [before.json()["result"]["id"]])
+        # 500 recorded before the batch; its items are recorded together, none before another:
+        # one after another they would pay 2%, 1% (1100) and 0.5% (1700).
+        batch = await post_batch(client, [item(*names, "600") for _ in range(3)])
         ids = [outcome["transfer"]["id"] for outcome in batch["items"]]
         settled = await settle(client, ids)
-        assert [t["percent_fee"] for t in settled] == ["2.00", "2.00"]
-        assert await fee_of(client, sender["name"], receiver["name"], "1") == "1.00"
+        assert [t["percent_fee"] for t in settled] == ["2.00", "2.00", "2.00"]
+        assert await fee_of(client, *names, "1") == "0.50"  # 2300 now
+        assert_ledger_consistent(sync_db)
+
+    async def test_only_transfers_sent_in_the_currency_make_volume(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender = await funded_merchant(client, "5000")
+        receiver = await funded_merchant(client, "5000")
+        await open_balance(client, sender["id"], "EUR", "5000")
+        await patch(client, sender["name"], {"fee_tiers": TIERS})
+        names = (sender["name"], receiver["name"])
+        moved = [
+            await submit(client, *names, "900", currency="EUR"),  # another currency
+            await submit(client, receiver["name"], sender["name"], "900"),  # received
+            await client.post(
+                "/v1/withdrawals",
+                json={"merchant": sender["name"], "amount": "900", "currency": "USD"},
+                headers={"Idempotency-Key": f"w-{sender['name']}"},
+            ),
+            await client.post(
+                "/v1/deposits",
+                json={"merchant": sender["name"], "amount": "900", "currency": "USD"},
+                headers={"Idempotency-Key": f"d-{sender['name']}"},
+            ),
+        ]
+        await settle(client, [response.json()["result"]["id"] for response in moved])
+        assert await fee_of(client, *names, "1000") == "2.00"  # volume 0
+        assert await fee_of(client, *names, "1") == "1.00"  # volume 1000
         assert_ledger_consistent(sync_db)
 
 
@@ -292,6 +325,81 @@ class TestLimits:
         with ThreadPoolExecutor(max_workers=5) as pool:
             list(pool.map(lambda ids: apply_group(sync_db, ids), groups))
         await self.assert_six_of_ten(client, sync_db, sender, [str(t.id) for t in pending])
+
+    async def test_a_limit_set_while_a_group_waits_for_the_balance_applies_to_it(
+        self, client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
+    ) -> None:
+        sender, receiver = await self.limited_sender(client)
+        pending = await record_pending(
+            app.state.database, [(sender, receiver, Decimal(400)) for _ in range(3)]
+        )
+        # Its own connection: the worker's pool is the group's and the lock watcher's.
+        holding = create_engine(sync_db.engine.url, poolclass=NullPool)
+        with ThreadPoolExecutor(max_workers=1) as pool, holding.connect() as holder:
+            with holder.begin():
+                holder.execute(
+                    text(
+                        "SELECT 1 FROM accounts a JOIN merchants m ON m.id = a.merchant_id"
+                        " WHERE m.name = :name FOR UPDATE OF a"
+                    ),
+                    {"name": sender},
+                )
+                applying = pool.submit(apply_group, sync_db, [t.id for t in pending])
+                await self.wait_for_lock_waiter(sync_db)
+                await patch(
+                    client,
+                    sender,
+                    {"limits": [{"currency": "USD", "period": "day", "max_amount": "500"}]},
+                )
+            applying.result(timeout=30)
+        holding.dispose()
+        settled = await settle(client, [str(t.id) for t in pending])
+        assert [t["failure_reason"] for t in settled] == [None, DAILY, DAILY]
+        assert_ledger_consistent(sync_db)
+
+    async def wait_for_lock_waiter(self, sync_db: SyncDatabase) -> None:
+        for _ in range(200):
+            with sync_db.engine.connect() as connection:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database() AND query LIKE '%FOR UPDATE OF a%'"
+                        " AND query NOT LIKE '%JOIN merchants m%'"
+                    )
+                ).scalar_one()
+            if waiting:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the group never waited for the balance")
+
+    async def test_a_conversion_counts_amount_and_fee_in_the_senders_currency(
+        self, client: httpx.AsyncClient, sync_db: SyncDatabase
+    ) -> None:
+        sender, receiver = await self.limited_sender(client, ("day", "100"))
+        await patch(client, sender, {"percent_fee": "2"})
+        rate = await client.put("/v1/fx-rates/USD/EUR", json={"rate": "0.9"})
+        assert rate.status_code == 200
+
+        async def convert(amount: str) -> dict[str, Any]:
+            response = await client.post(
+                "/v1/transfers",
+                json={
+                    "from_merchant": sender,
+                    "to_merchant": receiver,
+                    "amount": amount,
+                    "currency": "USD",
+                    "to_currency": "EUR",
+                },
+                headers={"Idempotency-Key": f"fx-{amount}-{sender}", "Prefer": "wait=10"},
+            )
+            assert response.status_code == 200, response.text
+            result: dict[str, Any] = response.json()["result"]
+            return result
+
+        assert (await convert("98"))["state"] == "completed"
+        assert await self.used(client, sender) == {"day": "99.96000000"}
+        assert (await convert("1"))["failure_reason"] == DAILY
+        assert_ledger_consistent(sync_db)
 
     async def test_withdrawals_count_with_the_fee_and_the_month_caps_too(
         self, client: httpx.AsyncClient, sync_db: SyncDatabase

@@ -82,6 +82,11 @@ class TestParseFeeTiers:
         assert raised.value.message == message
 
 
+    def test_a_negative_zero_is_zero(self) -> None:
+        (tier,) = parse_fee_tiers(tiers(("-0", "-0.00")))
+        assert not tier.from_volume.is_signed() and not tier.percent_fee.is_signed()
+
+
 class TestTierOfAVolume:
     TIERS = (FeeTier(D(0), D("2.00")), FeeTier(D(10000), D("1.50")), FeeTier(D(50000), D("1.00")))
 
