@@ -81,7 +81,6 @@ class TestParseFeeTiers:
             parse_fee_tiers(value)
         assert raised.value.message == message
 
-
     def test_a_negative_zero_is_zero(self) -> None:
         (tier,) = parse_fee_tiers(tiers(("-0", "-0.00")))
         assert not tier.from_volume.is_signed() and not tier.percent_fee.is_signed()

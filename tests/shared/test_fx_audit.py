@@ -56,10 +56,13 @@ def fx_transfer(
                 id, idempotency_key, request_fingerprint, kind, from_merchant_id,
                 to_merchant_id, reversed_amount, reversed_fee, amount, fee, percent_fee,
                 currency, to_currency, fx_rate, converted_amount, state, failure_reason,
-                processed)
+                processed, enqueued)
             VALUES (:id, :key, :fingerprint, 'transfer', :sender, :receiver, 0, 0, :amount, :fee,
                     :percent_fee, :currency, :to_currency, :rate, :converted, :state, :reason,
-                    :processed)
+                    :processed,
+                    -- Never due: the session's workers (sweep, drain) must leave it pending.
+                    CASE WHEN CAST(:state AS varchar) = 'pending' THEN 'infinity'::timestamptz
+                         ELSE now() END)
             """
         ),
         {
