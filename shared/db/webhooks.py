@@ -107,7 +107,8 @@ _UNDELIVERED_SUMMARY = text(
 )
 
 # Events not fanned out yet, oldest first, each with its transfer and the endpoints that want
-# it now: live, subscribed to its type, created before it, and the platform's or a party's.
+# it now: live, subscribed to its type, created before it (or within a minute after), and the
+# platform's or a party's.
 # SKIP LOCKED: several workers fan out at once, each its own events.
 _TAKE_UNDISPATCHED = text(
     """
@@ -118,7 +119,10 @@ _TAKE_UNDISPATCHED = text(
            t.converted_amount,
            ARRAY(
                SELECT w.id FROM webhook_endpoints w
-               WHERE w.deleted IS NULL AND e.type = ANY(w.events) AND w.created <= e.created
+               WHERE w.deleted IS NULL AND e.type = ANY(w.events)
+                 -- A minute's grace: an endpoint created (its transaction's start, the
+                 -- database's clock) just after an event (the worker's clock) still gets it.
+                 AND w.created <= e.created + interval '1 minute'
                  AND (w.merchant_id IS NULL
                       OR w.merchant_id = t.from_merchant_id OR w.merchant_id = t.to_merchant_id)
                ORDER BY w.id
@@ -154,21 +158,29 @@ _WRITE_DISPATCH = text(
 
 # Claim due deliveries: lock them (SKIP LOCKED: another worker's claim is its own), mark them
 # ours with the lease and push `next_attempt` past the send's timeout, so that a worker that
-# dies mid-send leaves them due again then, and no other worker sends them meanwhile.
+# dies mid-send leaves them due again then, and no other worker sends them meanwhile. A due
+# delivery to a deleted endpoint (fanned out while the endpoint was being deleted) is cancelled
+# instead: nothing is sent to an endpoint after its deletion.
 _CLAIM_DUE = text(
     """
     WITH due AS (
-        SELECT endpoint_id, event_id FROM webhook_deliveries
-        WHERE state = 'pending' AND next_attempt <= clock_timestamp()
-        ORDER BY next_attempt
+        SELECT d.endpoint_id, d.event_id, w.deleted IS NOT NULL AS gone
+        FROM webhook_deliveries d
+        JOIN webhook_endpoints w ON w.id = d.endpoint_id
+        WHERE d.state = 'pending' AND d.next_attempt <= clock_timestamp()
+        ORDER BY d.next_attempt
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF d SKIP LOCKED
+    ), cancelled AS (
+        UPDATE webhook_deliveries d SET state = 'cancelled', next_attempt = NULL, lease = NULL
+        FROM due
+        WHERE due.gone AND d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
     ), claimed AS (
         UPDATE webhook_deliveries d
         SET lease = :lease, attempts = d.attempts + 1,
             next_attempt = clock_timestamp() + make_interval(secs => :lease_s)
         FROM due
-        WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
+        WHERE NOT due.gone AND d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
         RETURNING d.endpoint_id, d.event_id, d.attempts
     )
     SELECT c.endpoint_id, c.event_id, c.attempts, w.url, w.signing_key, e.body

@@ -164,14 +164,28 @@ def parse_webhook_url(value: object) -> WebhookUrl:
     return WebhookUrl(value, parts.hostname, port or default_port)
 
 
+# IPv6 forms that carry an IPv4 address a gateway may reach: NAT64's well-known prefix,
+# IPv4-translated and IPv4-compatible addresses (6to4 and IPv4-mapped have their own accessors).
+_IPV4_EMBEDDING = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")
+)
+
+
 def is_private_address(address: str) -> bool:
     """Whether an IP address is one a webhook may not reach: loopback, private, link-local,
-    shared (CGNAT), reserved, multicast, unspecified, or anything else not globally routable
-    (IPv4 mapped into IPv6 is judged as the IPv4 address)."""
+    shared (CGNAT), reserved, multicast, unspecified, or anything else not globally routable;
+    an IPv6 address that embeds an IPv4 one (mapped, 6to4, NAT64, translated, compatible) is
+    refused when either is."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            candidates.append(ip.sixtofour)
+        if any(ip in network for network in _IPV4_EMBEDDING):
+            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return any(not c.is_global or c.is_multicast for c in candidates)
 
 
 def refuse_private(addresses: list[str]) -> None:

@@ -22,8 +22,15 @@ def _connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
             f"-c statement_timeout={settings.statement_timeout_ms}"
             f" -c lock_timeout={settings.statement_timeout_ms}"
             " -c idle_in_transaction_session_timeout=60000"
+            # A client that vanished (a partitioned worker) is noticed in about a minute, and
+            # its session's locks (the webhook runner's) are released, not held for hours.
+            " -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
             " -c timezone=UTC"
         ),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
     }
 
 

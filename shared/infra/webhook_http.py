@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from shared.domain.errors import InvalidInput
 from shared.domain.webhooks import (
     DELIVERY_TIMEOUT_S,
     PRIVATE_ADDRESS_AT_DELIVERY,
+    UNRESOLVED_HOST,
     AttemptOutcome,
     WebhookUrl,
     answered,
@@ -38,7 +41,7 @@ async def resolve(url: WebhookUrl, timeout_s: float = RESOLVE_TIMEOUT_S) -> list
     try:
         async with asyncio.timeout(timeout_s):
             found = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):  # UnicodeError: an empty or too long label
         return []
     return sorted({str(info[4][0]) for info in found})
 
@@ -52,7 +55,12 @@ class Post:
 
 class Sender:
     """One HTTP client for a delivery run: its connections are reused, at most `concurrency`
-    requests are in flight, and where each URL's host points is checked once per run."""
+    requests are in flight, and where each URL's host points is resolved once per run.
+
+    Unless private targets are allowed, the request goes to the very address that was checked
+    (the URL's host pinned to it, the name kept in `Host` and in TLS's SNI and certificate
+    check): a name cannot answer the check with a public address and the connection with a
+    private one. No proxy from the environment either."""
 
     def __init__(self, concurrency: int, allow_private: bool) -> None:
         self._client = httpx.AsyncClient(
@@ -60,40 +68,78 @@ class Sender:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+            trust_env=False,
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._allow_private = allow_private
-        self._refused: dict[str, bool] = {}
+        self._targets: dict[str, Target | str] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def send(self, post: Post) -> AttemptOutcome:
-        """The POST's outcome; never raises for what a receiver does."""
-        if await self._points_to_private(post.url):
-            return not_answered(PRIVATE_ADDRESS_AT_DELIVERY)
+        """The POST's outcome; never raises: whatever goes wrong is the attempt's error."""
+        target = await self._target(post.url)
+        if isinstance(target, str):
+            return not_answered(target)
         async with self._slots:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(DELIVERY_TIMEOUT_S):
                     response = await self._client.post(
-                        post.url, content=post.body, headers=post.headers
+                        target.url,
+                        content=post.body,
+                        headers={**post.headers, **target.headers},
+                        extensions=target.extensions,
                     )
             except TimeoutError:
                 return not_answered(f"Timed out after {DELIVERY_TIMEOUT_S:g} s")
             except httpx.TimeoutException:
                 elapsed = time.monotonic() - started
                 return not_answered(f"Timed out after {elapsed:.1f} s")
-            except httpx.HTTPError as error:
+            except Exception as error:  # One bad URL must not end the run.
                 return not_answered(f"{type(error).__name__}: {error}".rstrip(": "))
             return answered(response.status_code)
 
-    async def _points_to_private(self, url: str) -> bool:
-        """Whether the URL's host now resolves to a private address: checked again at each
-        run, since a name can be pointed elsewhere after the endpoint was created."""
+    async def _target(self, url: str) -> Target | str:
+        """Where to send a POST for `url` (or why not): resolved again at each run, since a
+        name can be pointed elsewhere after the endpoint was created."""
         if self._allow_private:
-            return False
-        if url not in self._refused:
-            addresses = await resolve(parse_webhook_url(url))
-            self._refused[url] = any(is_private_address(address) for address in addresses)
-        return self._refused[url]
+            return Target(url)
+        if url not in self._targets:
+            self._targets[url] = await _checked_target(url)
+        return self._targets[url]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The URL a request is sent to, with what keeps the original host name on it."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, str] = field(default_factory=dict)
+
+
+async def _checked_target(url: str) -> Target | str:
+    """`url` pinned to a public address of its host, or the reason it is refused."""
+    try:
+        parsed = parse_webhook_url(url)
+    except InvalidInput as error:
+        return error.message
+    addresses = await resolve(parsed)
+    if not addresses:
+        return UNRESOLVED_HOST
+    if any(is_private_address(address) for address in addresses):
+        return PRIVATE_ADDRESS_AT_DELIVERY
+    if parsed.address_literal is not None:
+        return Target(url)
+    parts = urlsplit(url)
+    address = addresses[0]
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    extensions = {"sni_hostname": parsed.host} if parts.scheme == "https" else {}
+    return Target(
+        urlunsplit(parts._replace(netloc=netloc)),
+        {"host": parts.netloc},
+        extensions,
+    )

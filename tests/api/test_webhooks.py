@@ -173,15 +173,18 @@ class TestEndpoints:
             "details": [{"field": "body.url", "message": PRIVATE}],
         }
 
+    @pytest.mark.parametrize(
+        # The last two make the resolver raise (an empty label, a label over 63 characters).
+        "url",
+        ["https://nowhere.invalid/hooks", "http://a..b/", f"http://{'a' * 64}.example/"],
+    )
     async def test_a_host_that_does_not_resolve_is_refused(
-        self, api_client: httpx.AsyncClient, app: FastAPI
+        self, api_client: httpx.AsyncClient, app: FastAPI, url: str
     ) -> None:
         settings = app.state.settings
         app.state.settings = dataclasses.replace(settings, webhook_allow_private=False)
         try:
-            response = await api_client.post(
-                "/v1/webhook-endpoints", json={"url": "https://nowhere.invalid/hooks"}
-            )
+            response = await api_client.post("/v1/webhook-endpoints", json={"url": url})
         finally:
             app.state.settings = settings
         assert response.status_code == 422, response.text
@@ -401,6 +404,43 @@ class TestDelivery:
         assert response.status_code == 200
         _, _, transfer = await paid(client)
         await asyncio.sleep(2.0)
+        assert receiver.for_transfer(transfer["id"]) == []
+
+    async def test_a_delivery_fanned_out_while_its_endpoint_was_deleted_is_cancelled(
+        self,
+        client: httpx.AsyncClient,
+        new_endpoint: NewEndpoint,
+        receiver: Receiver,
+        sync_db: SyncDatabase,
+    ) -> None:
+        """The fan-out read the endpoint as live, the deletion committed before the fan-out's
+        deliveries did: such a delivery is cancelled when it comes due, never sent."""
+        endpoint = await new_endpoint(receiver.url)
+        _, _, transfer = await paid(client)
+        await wait_for_attempts(client, endpoint["id"], lambda log: len(log) >= 1)
+        receiver.received.clear()
+        with sync_db.transaction() as connection:
+            connection.execute(
+                text("UPDATE webhook_endpoints SET deleted = clock_timestamp() WHERE id = :id"),
+                {"id": endpoint["id"]},
+            )
+            connection.execute(
+                text(
+                    "UPDATE webhook_deliveries SET state = 'pending', attempts = 0,"
+                    " next_attempt = clock_timestamp(), delivered = NULL WHERE endpoint_id = :id"
+                ),
+                {"id": endpoint["id"]},
+            )
+        for _ in range(100):
+            with sync_db.transaction() as connection:
+                state = connection.execute(
+                    text("SELECT state FROM webhook_deliveries WHERE endpoint_id = :id"),
+                    {"id": endpoint["id"]},
+                ).scalar_one()
+            if state != "pending":
+                break
+            await asyncio.sleep(0.1)
+        assert state == "cancelled"
         assert receiver.for_transfer(transfer["id"]) == []
 
 

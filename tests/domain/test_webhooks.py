@@ -95,12 +95,17 @@ class TestUrls:
             *("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254"),
             *("100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1"),
             *("224.0.0.1", "ff02::1", "192.0.2.1", "fe80::1%eth0"),
+            # IPv6 forms carrying a private IPv4 address: NAT64 (169.254.169.254), 6to4
+            # (127.0.0.1), IPv4-compatible, IPv4-translated.
+            *("64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::127.0.0.1", "::ffff:0:7f00:1"),
         ],
     )
     def test_private_addresses(self, address: str) -> None:
         assert is_private_address(address)
 
-    @pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111"])
+    @pytest.mark.parametrize(
+        "address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808"]
+    )
     def test_public_addresses(self, address: str) -> None:
         assert not is_private_address(address)
 
