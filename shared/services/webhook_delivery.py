@@ -124,7 +124,8 @@ async def _run(
     (every half-slot's worth, or when nothing is in flight), so sending never waits for the
     database and the database is not asked once per request."""
     run = DeliveryRun(ran=True)
-    sender = Sender(options.concurrency, options.allow_private)
+    # Made when the first delivery is due: a run with nothing to send opens no HTTP client.
+    sender: Sender | None = None
     deadline = time.monotonic() + options.budget_s
     in_flight: set[asyncio.Task[AttemptRecord]] = set()
     finished: list[AttemptRecord] = []
@@ -139,7 +140,9 @@ async def _run(
                     run.dispatched += (dispatched := _dispatch(outbox))
                 with connection.begin():
                     due = outbox.claim_due(free, uuid.uuid4(), LEASE_S)
-                in_flight |= {asyncio.create_task(_attempt(sender, d, options)) for d in due}
+                if due:
+                    sender = sender or Sender(options.concurrency, options.allow_private)
+                    in_flight |= {asyncio.create_task(_attempt(sender, d, options)) for d in due}
                 # Nothing due and nothing left to fan out: claim again only once this ends.
                 idle = not due and dispatched < DISPATCH_BATCH
             if in_flight:
@@ -156,7 +159,8 @@ async def _run(
     finally:
         for task in in_flight:
             task.cancel()
-        await sender.aclose()
+        if sender is not None:
+            await sender.aclose()
 
 
 def _dispatch(outbox: OutboxRepository) -> int:

@@ -552,9 +552,27 @@ class TestOutbox:
         assert original.event["data"]["reversed_amount"] == "0.00000000"
         assert_ledger_consistent(sync_db)
 
-    async def test_an_update_that_finalises_nothing_writes_no_event(
+    async def test_no_event_while_no_endpoint_exists(
         self, app: FastAPI, sync_db: SyncDatabase, client: httpx.AsyncClient
     ) -> None:
+        """Nobody could receive it: the posting writes no event and the fan-out has none."""
+        with sync_db.transaction() as connection:  # any endpoint an earlier test left behind
+            connection.execute(
+                text("UPDATE webhook_endpoints SET deleted = now() WHERE deleted IS NULL")
+            )
+        _, _, transfer = await paid(client)
+        assert count(sync_db, "SELECT count(*) FROM webhook_events WHERE transfer_id = :id",
+                     id=transfer["id"]) == 0  # fmt: skip
+
+    async def test_an_update_that_finalises_nothing_writes_no_event(
+        self,
+        app: FastAPI,
+        sync_db: SyncDatabase,
+        client: httpx.AsyncClient,
+        new_endpoint: NewEndpoint,
+        receiver: Receiver,
+    ) -> None:
+        await new_endpoint(receiver.url)
         alice = await funded_merchant(client, "10")
         bob = await funded_merchant(client, "0")
         (pending,) = await record_pending(
