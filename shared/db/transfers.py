@@ -12,7 +12,6 @@ from sqlalchemy import (
     Select,
     String,
     and_,
-    case,
     func,
     select,
     text,
@@ -24,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.merchants import to_fee_tiers
-from shared.db.tables import accounts, balance_totals, batch_items, fx_rates, merchants, transfers
+from shared.db.tables import batch_items, merchants, transfers
 from shared.domain.fee_tiers import VolumeWindow
 from shared.domain.transfers import (
     NewTransfer,
@@ -33,7 +32,6 @@ from shared.domain.transfers import (
     StoredTransfer,
     Transfer,
     TransferFilter,
-    TransferKind,
     TransferState,
 )
 
@@ -129,38 +127,31 @@ def _conversion_values(new: NewTransfer) -> dict[str, Any]:
     }
 
 
-def _monthly_volume(currency: Any, window: VolumeWindow) -> ColumnElement[Any]:
-    """A sender's volume in `currency` in the window's UTC month (SPEC: Volume fee tiers), read
-    only for a sender with fee tiers: the running total of its completed transfers recorded that
-    month (at most 31 rows) plus its pending ones (through the pending index: bounded by the
-    backlog, never a scan of its history)."""
-    start, end = window.start, window.end
-    completed = (
-        select(func.coalesce(func.sum(balance_totals.c.sent), 0))
-        .where(
-            balance_totals.c.merchant_id == merchants.c.id,
-            balance_totals.c.currency == currency,
-            balance_totals.c.day >= start.date(),
-            balance_totals.c.day < end.date(),
-        )
-        .scalar_subquery()
-    )
-    pending = (
-        select(func.coalesce(func.sum(transfers.c.amount), 0))
-        .where(
-            transfers.c.state == TransferState.PENDING,
-            transfers.c.kind == TransferKind.TRANSFER,
-            transfers.c.from_merchant_id == merchants.c.id,
-            transfers.c.currency == currency,
-            transfers.c.created >= start,
-            transfers.c.created < end,
-        )
-        .scalar_subquery()
-    )
-    tiered_sender = and_(
-        merchants.c.fee_tiers.is_not(None), is_any(merchants.c.name, window.senders, String())
-    )
-    return case((tiered_sender, completed + pending))
+# The named merchants, each with its balances among `currencies`; for a sender of a transfer that
+# has fee tiers, its volume in the month (SPEC: Volume fee tiers): the running total of its
+# completed transfers recorded that month (at most 31 rows) plus its pending ones (through the
+# pending index: bounded by the backlog, never a scan of its history); and the FX rate of the
+# pair, if one is asked for. One statement, written once: the submission's hot path builds no
+# SQL per request.
+_PARTIES_AND_RATE = text(
+    """
+    SELECT m.id, m.name, m.percent_fee, m.archived, m.fee_tiers, b.id AS balance_id, b.currency,
+           CASE WHEN m.fee_tiers IS NOT NULL AND m.name = ANY(CAST(:senders AS varchar[])) THEN
+               (SELECT coalesce(sum(total.sent), 0) FROM balance_totals total
+                WHERE total.merchant_id = m.id AND total.currency = b.currency
+                  AND total.day >= :month_start AND total.day < :month_end)
+               + (SELECT coalesce(sum(p.amount), 0) FROM transfers p
+                  WHERE p.state = 'pending' AND p.kind = 'transfer' AND p.from_merchant_id = m.id
+                    AND p.currency = b.currency AND p.created >= :start AND p.created < :end)
+           END AS volume,
+           (SELECT r.rate FROM fx_rates r WHERE r.base = :base AND r.quote = :quote) AS fx_rate
+    FROM merchants m
+    LEFT JOIN accounts b
+      ON b.merchant_id = m.id AND b.kind = 'merchant'
+     AND b.currency = ANY(CAST(:currencies AS varchar[]))
+    WHERE m.name = ANY(CAST(:names AS varchar[]))
+    """
+)
 
 
 class TransferRepository:
@@ -239,41 +230,24 @@ class TransferRepository:
     ) -> tuple[dict[str, Party], Decimal | None]:
         """`get_parties`, and in the same statement the current FX rate of `pair` (base,
         quote) when one is asked for: None if the pair has no rate (or no merchant exists)."""
-        balance = accounts.alias("balance")
-        columns: list[Any] = [
-            merchants.c.id,
-            merchants.c.name,
-            merchants.c.percent_fee,
-            merchants.c.archived,
-            merchants.c.fee_tiers,
-            balance.c.id.label("balance_id"),
-            balance.c.currency,
-            _monthly_volume(balance.c.currency, volumes).label("volume"),
-        ]
-        if pair is not None:
-            columns.append(
-                select(fx_rates.c.rate)
-                .where(fx_rates.c.base == pair[0], fx_rates.c.quote == pair[1])
-                .scalar_subquery()
-                .label("fx_rate")
-            )
-        statement = (
-            select(*columns)
-            .select_from(
-                merchants.outerjoin(
-                    balance,
-                    and_(
-                        balance.c.merchant_id == merchants.c.id,
-                        balance.c.kind == "merchant",
-                        is_any(balance.c.currency, currencies, String()),
-                    ),
-                )
-            )
-            .where(is_any(merchants.c.name, names, String()))
+        base, quote = pair if pair is not None else (None, None)
+        rows = await self._connection.execute(
+            _PARTIES_AND_RATE,
+            {
+                "names": names,
+                "currencies": currencies,
+                "senders": volumes.senders,
+                "start": volumes.start,
+                "end": volumes.end,
+                "month_start": volumes.start.date(),
+                "month_end": volumes.end.date(),
+                "base": base,
+                "quote": quote,
+            },
         )
         parties: dict[str, Party] = {}
         rate = None
-        for row in await self._connection.execute(statement):
+        for row in rows:
             party = parties.setdefault(
                 row.name,
                 Party(
