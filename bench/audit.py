@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Connection, Engine, create_engine, text  # noqa: E402
 
 from cli.embedded import EmbeddedServers  # noqa: E402
+from shared.db.audit import EXPECTED_RUNNING_TOTALS  # noqa: E402
 from shared.db.migrate import migrate  # noqa: E402
 from shared.infra.config import Settings, load_settings  # noqa: E402
 
@@ -229,19 +230,8 @@ BUILD = [
     (
         # What the workers add to the senders' running totals per UTC day.
         "running totals",
-        """
-        INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)
-        SELECT t.from_merchant_id, t.currency, share.day, sum(share.debited), sum(share.sent)
-        FROM transfers t
-        CROSS JOIN LATERAL (VALUES
-            ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
-            ((t.created AT TIME ZONE 'UTC')::date, 0,
-             CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
-        ) AS share (day, debited, sent)
-        WHERE t.state = 'completed' AND t.kind IN ('transfer', 'withdrawal')
-        GROUP BY t.from_merchant_id, t.currency, share.day
-        HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
-        """,
+        "INSERT INTO balance_totals (merchant_id, currency, day, debited, sent)"
+        + EXPECTED_RUNNING_TOTALS,
     ),
     (
         "entries",

@@ -425,22 +425,24 @@ _RUNNING_TOTALS_CHECKSUMS = text(
 # day (limits' usage, the volume of fee tiers) against the completed transfers they sum:
 # `debited` = amount + fee of transfers and withdrawals by the day they completed, `sent` =
 # amount of transfers by the day they were recorded (each completed one yields its two days'
-# shares), counting the (balance, day)s that differ.
+# shares), counting the (balance, day)s that differ. `EXPECTED_RUNNING_TOTALS` is what the rows of
+# `balance_totals` must be (the audit bench writes its ledger's with it).
+EXPECTED_RUNNING_TOTALS = """
+    SELECT t.from_merchant_id AS merchant_id, t.currency, share.day,
+           sum(share.debited) AS debited, sum(share.sent) AS sent
+    FROM transfers t
+    CROSS JOIN LATERAL (VALUES
+        ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
+        ((t.created AT TIME ZONE 'UTC')::date, 0,
+         CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
+    ) AS share (day, debited, sent)
+    WHERE t.state = 'completed' AND t.kind IN ('transfer', 'withdrawal')
+    GROUP BY t.from_merchant_id, t.currency, share.day
+    HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
+"""
 _RUNNING_TOTALS = text(
-    """
-    WITH expected AS (
-        SELECT t.from_merchant_id AS merchant_id, t.currency, share.day,
-               sum(share.debited) AS debited, sum(share.sent) AS sent
-        FROM transfers t
-        CROSS JOIN LATERAL (VALUES
-            ((t.processed AT TIME ZONE 'UTC')::date, t.amount + t.fee, 0),
-            ((t.created AT TIME ZONE 'UTC')::date, 0,
-             CASE WHEN t.kind = 'transfer' THEN t.amount ELSE 0 END)
-        ) AS share (day, debited, sent)
-        WHERE t.state = 'completed' AND t.kind IN ('transfer', 'withdrawal')
-        GROUP BY t.from_merchant_id, t.currency, share.day
-        HAVING sum(share.debited) <> 0 OR sum(share.sent) <> 0
-    )
+    f"""
+    WITH expected AS ({EXPECTED_RUNNING_TOTALS})
     SELECT count(*)
     FROM expected e
     FULL JOIN balance_totals b USING (merchant_id, currency, day)
