@@ -13,6 +13,7 @@ from shared.domain.errors import InvalidInput
 from shared.domain.transfers import parse_idempotency_key
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
+from shared.services.recording import PendingRecorder
 from shared.services.transfers import MAX_WAIT_S
 
 _WAIT_PREFERENCE = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d+)\s*(?:$|[,;])", re.IGNORECASE)
@@ -32,6 +33,11 @@ async def _actor(
 ) -> Actor:
     actor: Actor = request.state.actor
     return actor
+
+
+async def _recorder(request: Request) -> PendingRecorder:
+    recorder: PendingRecorder = request.app.state.recorder
+    return recorder
 
 
 async def _path_prefix(request: Request) -> str:
@@ -85,6 +91,7 @@ async def _wait_preference(
 
 DB = Annotated[Database, Depends(_database)]
 Caller = Annotated[Actor, Depends(_actor)]
+Recorder = Annotated[PendingRecorder, Depends(_recorder)]
 PathPrefix = Annotated[str, Depends(_path_prefix)]
 Waiter = Annotated[FinalStateWaiter, Depends(_waiter)]
 RequestId = Annotated[str | None, Depends(_request_id)]

@@ -13,7 +13,7 @@ from api import console
 from api.auth import AuthMiddleware, KeyCache, RateLimiter
 from api.docs import create_documented_app
 from api.errors import install_error_handlers
-from api.metrics import SubmissionFlusher, instrument
+from api.metrics import RECORDED_GROUP_SIZE, SubmissionFlusher, instrument
 from api.middleware import BodyLimitMiddleware, NulRefusalMiddleware, RequestIdMiddleware
 from api.routers import (
     api_keys,
@@ -32,6 +32,7 @@ from shared.infra.engine import create_api_engine
 from shared.infra.logging import configure_logging
 from shared.infra.notifications import FinalStateWaiter
 from shared.services.api_keys import authenticate
+from shared.services.recording import PendingRecorder
 
 # Bodies of single requests are small; batches (POST /batches) set their own, larger limit.
 MAX_BODY_BYTES = 64 * 1024
@@ -73,7 +74,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     flusher = SubmissionFlusher(redis)
     flusher.start()
     database = Database(engine)
+    recorder = PendingRecorder(database, on_group=RECORDED_GROUP_SIZE.observe)
     app.state.database = database
+    app.state.recorder = recorder
     app.state.redis = redis
     app.state.waiter = waiter
     app.state.key_cache = KeyCache(lambda secret: authenticate(database, secret))
@@ -81,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await recorder.close()
         await waiter.stop()
         await flusher.stop()
         await redis.aclose()

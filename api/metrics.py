@@ -64,6 +64,7 @@ from shared.services.operations import (
     webhook_failure_field,
     webhook_field,
 )
+from shared.services.recording import MAX_GROUP
 
 # prometheus_client chooses its storage when it is imported: files in this directory shared by
 # the server's processes, or memory. The exposition follows the same choice.
@@ -89,6 +90,13 @@ HTTP_DURATION = Histogram(
     "Time to answer an HTTP request, by method and route template",
     ["method", "route"],
     buckets=HTTP_BUCKETS_S,
+)
+# Submissions per commit of this process (`shared/services/recording.py`): 1 when quiet, more
+# under load; sum / count is the mean.
+RECORDED_GROUP_SIZE = Histogram(
+    "mini_ledger_submissions_per_commit",
+    "Submissions this API process recorded by one statement (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, MAX_GROUP),
 )
 
 

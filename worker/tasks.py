@@ -61,20 +61,24 @@ def _retry_later(task: Task[Any, Any], reason: str) -> None:
 )
 def apply_transfer(
     self: Task[Any, Any],
-    transfer_id: str,
+    transfer_ids: list[str] | str,
     request_id: str | None = None,
     balances: list[list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Apply one pending transfer (or drain a backlog with it); `request_id` is bound to the log
-    context by a signal. The result (shown in Flower) says what became of it; if this transfer
-    ended failed, the task fails with `TransferFailed` (after the commit), counts in its text."""
-    structlog.contextvars.bind_contextvars(transfer_id=transfer_id)
+    """Apply the transfers an API process just submitted (one, or the group it recorded
+    together) behind their balances' locks, or drain a backlog with them; `request_id` is bound
+    to the log context by a signal. The result (shown in Flower) says what became of them; if
+    one ended failed, the task fails with `TransferFailed` (after the commit), counts in its
+    text. A single id (a message queued before groups existed) is a group of one."""
+    listed = [transfer_ids] if isinstance(transfer_ids, str) else transfer_ids
+    ids = [uuid.UUID(i) for i in listed]
+    structlog.contextvars.bind_contextvars(transfer_id=", ".join(map(str, ids)))
     worker = resources()
     try:
-        result = posting.apply_queued_transfer(
+        result = posting.apply_queued_transfers(
             worker.db,
             worker.locker,
-            uuid.UUID(transfer_id),
+            ids,
             None if balances is None else [(uuid.UUID(m), currency) for m, currency in balances],
             queue_depth=_queue_depth(worker.redis),
             lock_ttl_s=worker.settings.lock_ttl_s,
@@ -87,9 +91,9 @@ def apply_transfer(
         worker_metrics.count_lock_retry()
         _retry_later(self, "balance locks stayed busy")
     summary = _record(result)
-    if uuid.UUID(transfer_id) in result.failed:
+    if failed := set(result.failed).intersection(ids):
         counts = ", ".join(f"{name}={value}" for name, value in summary.items())
-        raise TransferFailed(f"transfer {transfer_id} failed ({counts})")
+        raise TransferFailed(f"transfer {', '.join(map(str, failed))} failed ({counts})")
     return summary
 
 

@@ -114,7 +114,12 @@ async def deposit(request: Request, name: str, action: Editor) -> Response:
         currency = parse_currency(action.field("currency"))
         deposit = TransferRequest(None, name, amount, currency, TransferKind.DEPOSIT)
         submission = await submit_transfer(
-            operator.db, operator.actor, deposit, _form_key(action), operator.request_id
+            operator.db,
+            operator.recorder,
+            operator.actor,
+            deposit,
+            _form_key(action),
+            operator.request_id,
         )
     except LedgerError as error:
         operator.refused(error.message)
@@ -135,6 +140,7 @@ async def reverse(request: Request, transfer_id: str, action: Editor) -> Respons
         amount = parse_amount(sent) if sent else None
         submission = await submit_reversal(
             operator.db,
+            operator.recorder,
             operator.actor,
             ReversalRequest(original, amount),
             _form_key(action),

@@ -27,6 +27,7 @@ from api.errors import status_of
 from shared.domain.access import Actor
 from shared.domain.errors import LedgerError, Unauthenticated
 from shared.infra.database import Database
+from shared.services.recording import PendingRecorder
 
 LOGIN_PATH = f"{BASE_PATH}/login"
 SESSION_ENDED = "Your session ended: its API key was revoked. Log in with a live admin key."
@@ -51,6 +52,7 @@ class Operator:
     actor: Actor
     session: Session
     db: Database
+    recorder: PendingRecorder
     redis: Redis
     request_id: str | None
 
@@ -88,7 +90,7 @@ async def _operator(request: Request) -> Operator:
     state = request.app.state
     await state.rate_limiter.check(actor)
     request_id = getattr(request.state, "request_id", None)
-    return Operator(actor, session, state.database, state.redis, request_id)
+    return Operator(actor, session, state.database, state.recorder, state.redis, request_id)
 
 
 async def _action(request: Request) -> Action:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import DB, Caller, IdempotencyKey, PathPrefix, RequestId, Waiter, WaitPreference
+from api.deps import (
+    DB,
+    Caller,
+    IdempotencyKey,
+    PathPrefix,
+    Recorder,
+    RequestId,
+    Waiter,
+    WaitPreference,
+)
 from api.exact_json import ExactJSONRoute
 from api.routers.transfers import submission_response, submit_responses
 from api.schemas import Envelope, MovementCreate, TransferRead
@@ -29,6 +38,7 @@ async def submit_deposit(
     body: MovementCreate,
     key: IdempotencyKey,
     db: DB,
+    recorder: Recorder,
     actor: Caller,
     waiter: Waiter,
     request_id: RequestId,
@@ -36,7 +46,7 @@ async def submit_deposit(
     prefix: PathPrefix,
 ) -> JSONResponse:
     request = body.to_domain(TransferKind.DEPOSIT)
-    submission = await transfers.submit_transfer(db, actor, request, key, request_id)
+    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
     return await submission_response(submission, db, actor, waiter, wait_s, prefix)
 
 
@@ -53,6 +63,7 @@ async def submit_withdrawal(
     body: MovementCreate,
     key: IdempotencyKey,
     db: DB,
+    recorder: Recorder,
     actor: Caller,
     waiter: Waiter,
     request_id: RequestId,
@@ -60,5 +71,5 @@ async def submit_withdrawal(
     prefix: PathPrefix,
 ) -> JSONResponse:
     request = body.to_domain(TransferKind.WITHDRAWAL)
-    submission = await transfers.submit_transfer(db, actor, request, key, request_id)
+    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
     return await submission_response(submission, db, actor, waiter, wait_s, prefix)

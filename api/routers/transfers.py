@@ -9,7 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import DB, Caller, IdempotencyKey, PathPrefix, RequestId, Waiter, WaitPreference
+from api.deps import (
+    DB,
+    Caller,
+    IdempotencyKey,
+    PathPrefix,
+    Recorder,
+    RequestId,
+    Waiter,
+    WaitPreference,
+)
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
@@ -94,13 +103,15 @@ async def submit_transfer(
     body: TransferCreate,
     key: IdempotencyKey,
     db: DB,
+    recorder: Recorder,
     actor: Caller,
     waiter: Waiter,
     request_id: RequestId,
     wait_s: WaitPreference,
     prefix: PathPrefix,
 ) -> JSONResponse:
-    submission = await transfers.submit_transfer(db, actor, body.to_domain(), key, request_id)
+    request = body.to_domain()
+    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
     return await submission_response(submission, db, actor, waiter, wait_s, prefix)
 
 
@@ -120,6 +131,7 @@ async def reverse_transfer(
     body: ReversalCreate,
     key: IdempotencyKey,
     db: DB,
+    recorder: Recorder,
     actor: Caller,
     waiter: Waiter,
     request_id: RequestId,
@@ -127,7 +139,7 @@ async def reverse_transfer(
     prefix: PathPrefix,
 ) -> JSONResponse:
     request = body.to_domain(transfer_id)
-    submission = await transfers.submit_reversal(db, actor, request, key, request_id)
+    submission = await transfers.submit_reversal(db, recorder, actor, request, key, request_id)
     return await submission_response(submission, db, actor, waiter, wait_s, prefix)
 
 

@@ -188,10 +188,9 @@ class LedgerRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def get_transfer(self, transfer_id: uuid.UUID) -> Transfer | None:
-        statement = select(*TRANSFER_COLUMNS).where(transfers.c.id == transfer_id)
-        row = self._connection.execute(statement).one_or_none()
-        return None if row is None else to_transfer(row)
+    def get_transfers(self, transfer_ids: list[uuid.UUID]) -> list[Transfer]:
+        statement = select(*TRANSFER_COLUMNS).where(is_any(transfers.c.id, transfer_ids, Uuid()))
+        return [to_transfer(row) for row in self._connection.execute(statement)]
 
     def claim_pending(self, transfer_ids: list[uuid.UUID]) -> list[Transfer]:
         """Lock the transfers that are still pending and not being applied elsewhere.

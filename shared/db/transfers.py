@@ -18,7 +18,6 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
@@ -115,16 +114,6 @@ def list_statement(
         .order_by(transfers.c.created.desc(), transfers.c.id.desc())
         .limit(limit)
     )
-
-
-def _conversion_values(new: NewTransfer) -> dict[str, Any]:
-    if new.conversion is None:
-        return {}
-    return {
-        "to_currency": new.conversion.to_currency,
-        "fx_rate": new.conversion.rate,
-        "converted_amount": new.conversion.converted_amount,
-    }
 
 
 # The named merchants, each with its balances among `currencies`; for a sender of a transfer that
@@ -272,52 +261,19 @@ class TransferRepository:
         )
         return {(row.base, row.quote): row.rate for row in rows}
 
-    async def insert_pending(self, new: NewTransfer) -> Transfer | None:
-        """Record a pending transfer; None when its Idempotency-Key is already taken.
-
-        ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or roll
-        back, so concurrent duplicates resolve to exactly one row.
-        """
-        statement = (
-            insert(transfers)
-            .values(
-                id=new.id,
-                idempotency_scope=new.idempotency_scope,
-                idempotency_key=new.idempotency_key,
-                request_fingerprint=new.request_fingerprint,
-                kind=new.kind.value,
-                reverses=new.reverses,
-                reversed_amount=new.nothing_reversed,
-                reversed_fee=new.nothing_reversed,
-                from_merchant_id=new.sender_id,
-                to_merchant_id=new.receiver_id,
-                amount=new.amount,
-                fee=new.fee,
-                percent_fee=new.percent_fee,
-                currency=new.currency,
-                request_id=new.request_id,
-                # Only a cross-currency transfer names them: a same-currency insert is as before.
-                **_conversion_values(new),
-            )
-            .on_conflict_do_nothing(
-                index_elements=[transfers.c.idempotency_scope, transfers.c.idempotency_key]
-            )
-            .returning(*TRANSFER_COLUMNS)
-        )
-        row = (await self._connection.execute(statement)).one_or_none()
-        return None if row is None else to_transfer(row)
-
-    async def insert_pending_many(self, new: list[NewTransfer]) -> dict[str, Transfer]:
-        """Record many pending transfers in one statement; those whose key was free, by key.
+    async def insert_pending_many(self, new: list[NewTransfer]) -> dict[uuid.UUID, Transfer]:
+        """Record pending transfers in one statement; those whose key was free, by id.
 
         The rows travel as one array per column (`unnest`), so 10,000 transfers are one
-        statement with eleven parameters, not 110,000.
+        statement with seventeen parameters, not 170,000. ON CONFLICT DO NOTHING waits for a
+        concurrent insert of the same key to commit or roll back, so concurrent duplicates
+        (in one statement or in several) resolve to exactly one row.
         """
         if not new:
             return {}
-        # In key order: two batches racing on the same keys then wait on each other in the
-        # same order, never in a cycle (answers are matched back by key, so order is free).
-        new = sorted(new, key=lambda transfer: transfer.idempotency_key)
+        # In key order: two statements racing on the same keys then wait on each other in the
+        # same order, never in a cycle (answers are matched back by id, so order is free).
+        new = sorted(new, key=lambda t: (str(t.idempotency_scope or ""), t.idempotency_key))
         result = await self._connection.execute(
             _INSERT_PENDING_MANY,
             {
@@ -340,7 +296,7 @@ class TransferRepository:
                 "converted": [t.converted_amount for t in new],
             },
         )
-        return {row.idempotency_key: to_transfer(row) for row in result}
+        return {row.id: to_transfer(row) for row in result}
 
     async def pending_summary(self) -> tuple[int, float | None]:
         """How many transfers are pending, and the age in seconds of the oldest one."""

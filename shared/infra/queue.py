@@ -155,29 +155,31 @@ class BrokerBreaker:
 broker_breaker = BrokerBreaker(BROKER_DOWN_PAUSE_S)
 
 
-def publish_transfers(transfers: Iterable[Transfer], request_id: str | None) -> None:
-    """Hand transfers to the workers, one message each.
+def publish_transfers(transfers: list[Transfer], request_id: str | None) -> None:
+    """Hand transfers just submitted to the workers as one message (one submission, or the
+    group an API process recorded together), applied as one group behind the balance locks.
 
     Called after the commit that recorded them as pending: the database is the source of
     truth, so a failed publish delays a transfer (the sweep enqueues it again), it never loses
-    one. The message names the balances to lock, so the worker need not read the transfer
+    one. The message names the balances to lock, so the worker need not read the transfers
     before taking the locks.
     """
+    balances = dict.fromkeys(key for transfer in transfers for key in transfer.balances)
+    ids = [str(transfer.id) for transfer in transfers]
     _publish(
-        (
-            APPLY_TRANSFER_TASK,
-            [str(transfer.id)],
-            {
-                "request_id": request_id,
-                # A cross-currency receiver's balance is in `to_currency`.
-                "balances": [
-                    [str(merchant_id), currency] for merchant_id, currency in transfer.balances
-                ],
-            },
-            str(transfer.id),
-            "",
-        )
-        for transfer in transfers
+        [
+            (
+                APPLY_TRANSFER_TASK,
+                [ids],
+                {
+                    "request_id": request_id,
+                    # A cross-currency receiver's balance is in `to_currency`.
+                    "balances": [[str(merchant), currency] for merchant, currency in balances],
+                },
+                ", ".join(ids),  # Flower finds a transfer's task by its id
+                "",
+            )
+        ]
     )
 
 

@@ -178,7 +178,8 @@ async def submit_batch(
         )
         for item in items:
             plan.add(item, request_id)
-        created = await repository.insert_pending_many(list(plan.new.values()))
+        inserted = await repository.insert_pending_many(list(plan.new.values()))
+        created = {key: inserted[new.id] for key, new in plan.new.items() if new.id in inserted}
         lost_races = [key for key in plan.new if key not in created]
         winners = await repository.get_by_keys(scope, lost_races) if lost_races else {}
         results = plan.resolve(items, created, winners)

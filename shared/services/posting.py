@@ -134,80 +134,77 @@ def _record_faults(db: SyncDatabase, transfer_ids: list[uuid.UUID], error: str) 
     return GroupResult(settled=given_up, faulted=retrying)
 
 
-def apply_queued_transfer(
+def apply_queued_transfers(
     db: SyncDatabase,
     locker: Locker,
-    transfer_id: uuid.UUID,
+    transfer_ids: list[uuid.UUID],
     balances: list[tuple[uuid.UUID, str]] | None,
     *,
     queue_depth: int,
     lock_ttl_s: float,
     lock_wait_s: float,
 ) -> GroupResult:
-    """What one queued message does: apply its transfer alone behind Redis locks, or, with a
-    backlog of `DRAIN_BACKLOG` messages or more, together with the oldest pending transfers.
+    """What one queued message does: apply its transfers as one group behind Redis locks on
+    their balances, or, with a backlog of `DRAIN_BACKLOG` messages or more, together with the
+    oldest pending transfers.
 
-    A backlog drains many times faster in groups (one transaction for many transfers), and the
-    messages of transfers applied that way find them final and cost little.
+    A backlog drains many times faster in big groups (one transaction for many transfers), and
+    the messages of transfers applied that way find them final and cost little.
     """
     if queue_depth >= DRAIN_BACKLOG:
-        return drain_pending(db, transfer_id, GROUP_SIZE)
-    return apply_transfer(
-        db, locker, transfer_id, balances, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s
+        return drain_pending(db, transfer_ids, GROUP_SIZE)
+    return apply_transfers(
+        db, locker, transfer_ids, balances, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s
     )
 
 
-def apply_transfer(
+def apply_transfers(
     db: SyncDatabase,
     locker: Locker,
-    transfer_id: uuid.UUID,
+    transfer_ids: list[uuid.UUID],
     balances: list[tuple[uuid.UUID, str]] | None,
     *,
     lock_ttl_s: float,
     lock_wait_s: float,
 ) -> GroupResult:
-    """Apply one pending transfer as a group of one, behind Redis locks on its balances.
+    """Apply pending transfers as one group, behind Redis locks on their balances.
 
-    The locks (sorted, bounded wait, released after the commit) keep workers from piling onto
-    one balance; the row locks inside `apply_group` are what keep money correct. `balances`
-    (from the message) names the balances to lock; without it the transfer is read first.
-    `locks_busy` in the result: nothing was done, the caller tries again later.
+    The locks (all taken at once, bounded wait, released after the commit) keep workers from
+    piling onto one balance; the row locks inside `apply_group` are what keep money correct.
+    `balances` (from the message) names the balances to lock; without it the transfers are
+    read first. `locks_busy` in the result: nothing was done, the caller tries again later.
     """
     if balances is None:
         with db.transaction() as connection:
-            found = LedgerRepository(connection).get_transfer(transfer_id)
-        if found is None or found.state.is_final:
-            return GroupResult(skipped=1)
-        balances = _balance_keys(found)
+            found = LedgerRepository(connection).get_transfers(transfer_ids)
+        pending = [transfer for transfer in found if not transfer.state.is_final]
+        if not pending:
+            return GroupResult(skipped=len(transfer_ids))
+        balances = [key for transfer in pending for key in transfer.balances]
     lock_names = [balance_lock_name(merchant_id, currency) for merchant_id, currency in balances]
     with locker.hold_all(lock_names, ttl_s=lock_ttl_s, wait_s=lock_wait_s) as hold:
         # Without Redis (UNAVAILABLE) the row locks alone serialise the balances: carry on.
         if hold is Hold.BUSY:
             return GroupResult(locks_busy=True)
-        result = apply_group(db, [transfer_id])
-    if result.final:
-        event = "transfer completed" if result.completed else "transfer failed"
-        log.info(event, transfer_id=str(transfer_id))
+        result = apply_group(db, transfer_ids)
+    for transfer in result.settled:
+        completed = transfer.state is TransferState.COMPLETED
+        log.info(f"transfer {'completed' if completed else 'failed'}", transfer_id=str(transfer.id))
     return result
 
 
-def drain_pending(db: SyncDatabase, transfer_id: uuid.UUID, limit: int) -> GroupResult:
-    """Apply this transfer together with the oldest other pending ones, as one group.
+def drain_pending(db: SyncDatabase, transfer_ids: list[uuid.UUID], limit: int) -> GroupResult:
+    """Apply these transfers together with the oldest other pending ones, as one group.
 
     Under a backlog, one transaction for many transfers settles far more per second than one
     each; the messages of the transfers drained here find them final and cost little.
     """
     with db.transaction() as connection:
-        others = LedgerRepository(connection).oldest_pending(limit - 1)
-    return apply_group(db, [transfer_id, *others])
+        others = LedgerRepository(connection).oldest_pending(max(limit - len(transfer_ids), 0))
+    return apply_group(db, [*transfer_ids, *others])
 
 
 def claim_stale_pending(db: SyncDatabase, older_than_s: float, limit: int) -> list[uuid.UUID]:
     """Pending transfers whose last enqueue is older than `older_than_s`, marked enqueued now."""
     with db.transaction() as connection:
         return LedgerRepository(connection).claim_stale_pending(older_than_s, limit)
-
-
-def _balance_keys(transfer: Transfer) -> list[tuple[uuid.UUID, str]]:
-    """The merchants' balances it moves (a cross-currency receiver's in `to_currency`)."""
-    return transfer.balances

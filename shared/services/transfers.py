@@ -38,9 +38,8 @@ from shared.domain.transfers import (
 from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
-from shared.infra.queue import publish_transfers
-from shared.services.operations import count_submitted
 from shared.services.pagination import decode_moment, encode_moment
+from shared.services.recording import PendingRecorder
 
 # While waiting for a final state, the database is re-read at least this often (a lost
 # pub/sub notice then costs at most this much latency).
@@ -147,20 +146,24 @@ def authorize(actor: Actor, request: TransferRequest) -> None:
 
 
 async def submit_transfer(
-    db: Database, actor: Actor, request: TransferRequest, key: str, request_id: str | None
+    db: Database,
+    recorder: PendingRecorder,
+    actor: Actor,
+    request: TransferRequest,
+    key: str,
+    request_id: str | None,
 ) -> Submission:
     """Record a transfer, deposit or withdrawal as pending under its Idempotency-Key, then
     enqueue it.
 
     Keys are scoped by the key owner (a merchant's keys share one scope, admin keys the
     platform's). A key seen before in the scope returns its transfer (or refuses a different
-    request); a refusal records nothing, so the key stays free. A new key costs two statements:
-    the party lookup (with, across currencies, the rate) and the insert, whose ON CONFLICT also
-    detects a key seen before (or racing in parallel).
+    request); a refusal records nothing, so the key stays free. A new key costs the party lookup
+    (with, across currencies, the rate) and a share of the group commit (`recording.py`), whose
+    ON CONFLICT also detects a key seen before (or racing in parallel).
     """
     authorize(actor, request)
     scope = actor.idempotency_scope
-    # The insert is the only write and a single statement, so no explicit transaction.
     async with db.autocommit() as connection:
         repository = TransferRepository(connection)
         parties, rate = await repository.get_parties_and_rate(
@@ -176,8 +179,7 @@ async def submit_transfer(
             if (replay := await _replay(repository, scope, key, request)) is not None:
                 return replay
             raise
-        submission = await _record(repository, new, request)
-    return await _hand_over(submission, request_id)
+    return await _record(db, recorder, new, request, request_id)
 
 
 def new_reversal(
@@ -216,7 +218,12 @@ def new_reversal(
 
 
 async def submit_reversal(
-    db: Database, actor: Actor, request: ReversalRequest, key: str, request_id: str | None
+    db: Database,
+    recorder: PendingRecorder,
+    actor: Actor,
+    request: ReversalRequest,
+    key: str,
+    request_id: str | None,
 ) -> Submission:
     """Record a reversal of a completed transfer as pending, then enqueue it.
 
@@ -235,8 +242,7 @@ async def submit_reversal(
             if (replay := await _replay(repository, scope, key, request)) is not None:
                 return replay
             raise
-        submission = await _record(repository, new, request)
-    return await _hand_over(submission, request_id)
+    return await _record(db, recorder, new, request, request_id)
 
 
 async def _replay(
@@ -251,23 +257,22 @@ async def _replay(
     return None if stored is None else Submission(stored.replay(request), replayed=True)
 
 
-async def _hand_over(submission: Submission, request_id: str | None) -> Submission:
-    """A new transfer, committed: counted, then handed to the workers (a replay is neither)."""
-    if not submission.replayed:
-        count_submitted(submission.transfer.kind)
-        await asyncio.to_thread(publish_transfers, [submission.transfer], request_id)
-    return submission
-
-
 async def _record(
-    repository: TransferRepository, new: NewTransfer, request: TransferRequest | ReversalRequest
+    db: Database,
+    recorder: PendingRecorder,
+    new: NewTransfer,
+    request: TransferRequest | ReversalRequest,
+    request_id: str | None,
 ) -> Submission:
-    """Insert the pending transfer, or answer with the one its key already names."""
-    transfer = await repository.insert_pending(new)
+    """Record the pending transfer and hand it over, or answer with the one its key names."""
+    transfer = await recorder.record(new, request_id)
     if transfer is not None:
         return Submission(transfer, replayed=False)
     # The key was taken, earlier or by a concurrent request.
-    stored = await repository.get_by_key(new.idempotency_scope, new.idempotency_key)
+    async with db.autocommit() as connection:
+        stored = await TransferRepository(connection).get_by_key(
+            new.idempotency_scope, new.idempotency_key
+        )
     if stored is None:  # Transfers are never deleted, so the winner must be visible.
         raise InvariantViolation(f"transfer with key {new.idempotency_key} vanished")
     return Submission(stored.replay(request), replayed=True)

@@ -311,7 +311,7 @@ class TestLimits:
         pending = await record_pending(
             app.state.database, [(sender, receiver, Decimal(150)) for _ in range(10)]
         )
-        drain_pending(sync_db, pending[0].id, GROUP_SIZE)
+        drain_pending(sync_db, [pending[0].id], GROUP_SIZE)
         await self.assert_six_of_ten(client, sync_db, sender, [str(t.id) for t in pending])
 
     async def test_ten_in_groups_racing_on_five_threads(

@@ -15,7 +15,7 @@ from shared.infra.config import load_settings
 from shared.infra.database import SyncDatabase
 from shared.infra.locks import Hold, Locker, balance_lock_name
 from shared.infra.queue import GROUP_SIZE, publish_transfers
-from shared.services.posting import apply_transfer, drain_pending
+from shared.services.posting import apply_transfers, drain_pending
 from shared.services.transfers import get_transfer
 from tests.helpers import (
     assert_ledger_consistent,
@@ -45,8 +45,8 @@ class TestRedelivery:
         await settle(client, [transfer_id])
         assert _entry_count(sync_db, transfer_id) == 3
         redis = Redis.from_url(load_settings().redis_url)
-        result = apply_transfer(
-            sync_db, Locker(redis), uuid.UUID(transfer_id), None, lock_ttl_s=5, lock_wait_s=1
+        result = apply_transfers(
+            sync_db, Locker(redis), [uuid.UUID(transfer_id)], None, lock_ttl_s=5, lock_wait_s=1
         )
         redis.close()
         assert result.skipped == 1 and not result.final
@@ -61,7 +61,8 @@ class TestRedelivery:
         response = await submit(client, sender["name"], receiver["name"], "10")
         transfer_id = response.json()["result"]["id"]
         transfer = await get_transfer(database, OPERATOR, uuid.UUID(transfer_id))
-        publish_transfers([transfer] * 10, None)
+        for _ in range(10):
+            publish_transfers([transfer], None)
         await settle(client, [transfer_id])
         await queue_drained(load_settings().redis_url)  # every duplicate has run too
         assert _entry_count(sync_db, transfer_id) == 2
@@ -100,7 +101,7 @@ class TestDrain:
         pending = await record_pending(
             app.state.database, [(sender["name"], receiver["name"], Decimal(30))] * 4
         )
-        result = drain_pending(sync_db, pending[0].id, GROUP_SIZE)
+        result = drain_pending(sync_db, [pending[0].id], GROUP_SIZE)
         ours = {t.id for t in pending}
         # 4 x 30 > 100: the one applied last fails alone; the one named in the message goes first.
         assert pending[0].id in result.completed

@@ -20,7 +20,7 @@ from shared.infra.config import load_settings
 from shared.infra.database import SyncDatabase
 from shared.infra.locks import Locker
 from shared.infra.queue import GROUP_SIZE
-from shared.services.posting import apply_group, apply_transfer, drain_pending
+from shared.services.posting import apply_group, apply_transfers, drain_pending
 from tests.helpers import (
     assert_ledger_consistent,
     balance_of,
@@ -182,12 +182,13 @@ async def _apply_by(
     if path == "single":
         redis = Redis.from_url(load_settings().redis_url)
         for transfer_id in pending:
-            apply_transfer(sync_db, Locker(redis), transfer_id, None, lock_ttl_s=10, lock_wait_s=5)
+            locker = Locker(redis)
+            apply_transfers(sync_db, locker, [transfer_id], None, lock_ttl_s=10, lock_wait_s=5)
         redis.close()
     elif path == "group":
         apply_group(sync_db, pending)
     else:
-        drain_pending(sync_db, pending[0], GROUP_SIZE)
+        drain_pending(sync_db, [pending[0]], GROUP_SIZE)
     return [str(transfer_id) for transfer_id in pending]
 
 
@@ -234,7 +235,7 @@ class TestIssueSevenCases:
         small = await record_pending(
             app.state.database, [(sender["name"], receiver["name"], Decimal("1.00000001"))] * 80
         )
-        drain_pending(sync_db, feed.id, GROUP_SIZE)
+        drain_pending(sync_db, [feed.id], GROUP_SIZE)
         for transfer in small:  # anything the drain left to another group
             apply_group(sync_db, [transfer.id])
         expected = 2 * units(MAX_INITIAL) + 80 * units("1.00000001")
