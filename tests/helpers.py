@@ -13,13 +13,12 @@ from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import text
 
 from shared.db.transfers import TransferRepository
-from shared.domain.fee_tiers import volume_window
+from shared.domain.submissions import PartiesWanted
 from shared.domain.transfers import NewTransfer, TransferRequest
 from shared.infra.clock import utc_now
 from shared.infra.database import Database, SyncDatabase
 from shared.infra.queue import TRANSFERS_QUEUE
 from shared.services.audit import audit_ledger
-from shared.services.transfers import new_transfer
 
 SETTLE_TIMEOUT_S = 90
 
@@ -144,22 +143,13 @@ async def record_pending(
     database: Database, requests: list[tuple[str, str, Decimal]], currency: str = "USD"
 ) -> list[NewTransfer]:
     """Record transfers as pending, in order, never enqueued: only the test applies them."""
-    names = sorted({name for sender, receiver, _ in requests for name in (sender, receiver)})
+    asked = [
+        TransferRequest(sender, receiver, amount, currency) for sender, receiver, amount in requests
+    ]
     async with database.transaction() as connection:
         repository = TransferRepository(connection)
-        parties = await repository.get_parties(
-            names, [currency], volume_window([s for s, _, _ in requests], utc_now())
-        )
-        pending = [
-            new_transfer(
-                TransferRequest(sender, receiver, amount, currency),
-                None,  # the platform's idempotency scope
-                unique("pending"),
-                parties[sender],
-                parties[receiver],
-                None,
-            )
-            for sender, receiver, amount in requests
-        ]
+        counterparties = await repository.get_counterparties(PartiesWanted.of(asked, utc_now()))
+        # The platform's idempotency scope (None).
+        pending = [counterparties.new_transfer(a, None, unique("pending"), None) for a in asked]
         await repository.insert_pending_many(pending)
     return pending

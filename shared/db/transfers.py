@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db.columns import TRANSFER_COLUMNS, is_any, to_transfer
 from shared.db.merchants import to_fee_tiers
 from shared.db.tables import batch_items, merchants, transfers
-from shared.domain.fee_tiers import VolumeWindow
+from shared.domain.submissions import Counterparties, PartiesWanted
 from shared.domain.transfers import (
     NewTransfer,
     Party,
@@ -119,10 +119,9 @@ def list_statement(
 # The named merchants, each with its balances among `currencies`; for a sender of a transfer that
 # has fee tiers, its volume in the month (SPEC: Volume fee tiers): the running total of its
 # completed transfers recorded that month (at most 31 rows) plus its pending ones (through the
-# pending index: bounded by the backlog, never a scan of its history); and the FX rate of the
-# pair, if one is asked for. One statement, written once: the submission's hot path builds no
-# SQL per request.
-_PARTIES_AND_RATE = text(
+# pending index: bounded by the backlog, never a scan of its history). One statement, written
+# once: the submissions' hot path builds no SQL per request.
+_PARTIES = text(
     """
     SELECT m.id, m.name, m.percent_fee, m.archived, m.fee_tiers, b.id AS balance_id, b.currency,
            CASE WHEN m.fee_tiers IS NOT NULL AND m.name = ANY(CAST(:senders AS varchar[])) THEN
@@ -132,8 +131,7 @@ _PARTIES_AND_RATE = text(
                + (SELECT coalesce(sum(p.amount), 0) FROM transfers p
                   WHERE p.state = 'pending' AND p.kind = 'transfer' AND p.from_merchant_id = m.id
                     AND p.currency = b.currency AND p.created >= :start AND p.created < :end)
-           END AS volume,
-           (SELECT r.rate FROM fx_rates r WHERE r.base = :base AND r.quote = :quote) AS fx_rate
+           END AS volume
     FROM merchants m
     LEFT JOIN accounts b
       ON b.merchant_id = m.id AND b.kind = 'merchant'
@@ -202,40 +200,24 @@ class TransferRepository:
             return None
         return Reversible(to_transfer(row), row.pending_amount, row.pending_fee)
 
-    async def get_parties(
-        self, names: list[str], currencies: list[str], volumes: VolumeWindow
-    ) -> dict[str, Party]:
-        """The named merchants that exist, each with its balances among `currencies` (and, for
-        the senders of `volumes` that have fee tiers, their volume in them)."""
-        parties, _ = await self.get_parties_and_rate(names, currencies, volumes, None)
-        return parties
-
-    async def get_parties_and_rate(
-        self,
-        names: list[str],
-        currencies: list[str],
-        volumes: VolumeWindow,
-        pair: tuple[str, str] | None,
-    ) -> tuple[dict[str, Party], Decimal | None]:
-        """`get_parties`, and in the same statement the current FX rate of `pair` (base,
-        quote) when one is asked for: None if the pair has no rate (or no merchant exists)."""
-        base, quote = pair if pair is not None else (None, None)
+    async def get_counterparties(self, wanted: PartiesWanted) -> Counterparties:
+        """The named merchants that exist, each with its balances among the currencies (and,
+        for the senders of `wanted.volumes` that have fee tiers, their volume in them); and the
+        current rates of the FX pairs that have one (a second statement, only if any is asked)."""
+        volumes = wanted.volumes
         rows = await self._connection.execute(
-            _PARTIES_AND_RATE,
+            _PARTIES,
             {
-                "names": names,
-                "currencies": currencies,
+                "names": wanted.names,
+                "currencies": wanted.currencies,
                 "senders": volumes.senders,
                 "start": volumes.start,
                 "end": volumes.end,
                 "month_start": volumes.start.date(),
                 "month_end": volumes.end.date(),
-                "base": base,
-                "quote": quote,
             },
         )
         parties: dict[str, Party] = {}
-        rate = None
         for row in rows:
             party = parties.setdefault(
                 row.name,
@@ -247,11 +229,9 @@ class TransferRepository:
                 party.balance_ids[row.currency] = row.balance_id
             if row.volume is not None:
                 party.volumes[row.currency] = row.volume
-            if pair is not None:
-                rate = row.fx_rate
-        return parties, rate
+        return Counterparties(parties, await self._get_rates(wanted.pairs))
 
-    async def get_rates(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
+    async def _get_rates(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
         """The current FX rates of `pairs` (base, quote) that have one (primary key lookups)."""
         if not pairs:
             return {}

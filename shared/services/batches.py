@@ -10,17 +10,15 @@ import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal
 
 from shared.db.batches import BatchRepository
 from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.batches import BatchProgress
 from shared.domain.errors import BatchNotFound, BatchTooLarge, IdempotencyKeyReused, LedgerError
-from shared.domain.fee_tiers import volume_window
+from shared.domain.submissions import Counterparties, PartiesWanted
 from shared.domain.transfers import (
     NewTransfer,
-    Party,
     StoredTransfer,
     Transfer,
     TransferRequest,
@@ -29,13 +27,7 @@ from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.queue import publish_transfer_groups
 from shared.services.operations import count_submitted
-from shared.services.transfers import (
-    authorize,
-    check_parties,
-    fx_pair,
-    new_transfer,
-    transfer_senders,
-)
+from shared.services.transfers import authorize
 
 MAX_BATCH_ITEMS = 10_000
 
@@ -71,13 +63,11 @@ class _BatchPlan:
         self,
         actor: Actor,
         stored: dict[str, StoredTransfer],
-        parties: dict[str, Party],
-        rates: dict[tuple[str, str], Decimal],
+        counterparties: Counterparties,
     ) -> None:
         self._actor = actor
         self._stored = stored
-        self._parties = parties
-        self._rates = rates
+        self._counterparties = counterparties
         self._decided: dict[int, ItemResult] = {}
         self._first_by_key: dict[str, BatchItem] = {}
         self._followers: dict[int, int] = {}  # a repeated key's item -> the first item with it
@@ -100,16 +90,8 @@ class _BatchPlan:
             self._decided[item.index] = _replay(item, self._stored[item.key])
         else:
             try:
-                sender, receiver = check_parties(self._parties, item.request)
-                pair = fx_pair(item.request)
-                self.new[item.key] = new_transfer(
-                    item.request,
-                    self._actor.idempotency_scope,
-                    item.key,
-                    sender,
-                    receiver,
-                    request_id,
-                    None if pair is None else self._rates.get(pair),
+                self.new[item.key] = self._counterparties.new_transfer(
+                    item.request, self._actor.idempotency_scope, item.key, request_id
                 )
             except LedgerError as error:
                 self._refuse(item, error)
@@ -163,18 +145,11 @@ async def submit_batch(
     scope = actor.idempotency_scope
     async with db.transaction() as connection:
         repository = TransferRepository(connection)
-        pairs = {pair for item in items if (pair := fx_pair(item.request)) is not None}
+        wanted = PartiesWanted.of([item.request for item in items], clock.utc_now())
         plan = _BatchPlan(
             actor,
             stored=await repository.get_by_keys(scope, list({item.key for item in items})),
-            parties=await repository.get_parties(
-                list({name for item in items for name in item.request.merchant_names}),
-                list({item.request.currency for item in items}),
-                # Items recorded together see the same volume: none was recorded before another.
-                volume_window(transfer_senders([item.request for item in items]), clock.utc_now()),
-            ),
-            # Only when an item converts between currencies: one lookup for every pair.
-            rates=await repository.get_rates(sorted(pairs)) if pairs else {},
+            counterparties=await repository.get_counterparties(wanted),
         )
         for item in items:
             plan.add(item, request_id)

@@ -7,27 +7,17 @@ import asyncio
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 
 from shared.db.transfers import TransferRepository
 from shared.domain.access import Actor
 from shared.domain.errors import (
-    BalanceNotFound,
     Forbidden,
     InvariantViolation,
     LedgerError,
-    MerchantArchived,
-    MerchantBalanceNotFound,
-    MerchantNotFound,
     TransferNotFound,
-    TransferPartiesNotFound,
 )
-from shared.domain.fee_tiers import volume_window
-from shared.domain.fx import convert
-from shared.domain.money import compute_fee
 from shared.domain.transfers import (
     NewTransfer,
-    Party,
     ReversalRequest,
     Reversible,
     Transfer,
@@ -35,11 +25,10 @@ from shared.domain.transfers import (
     TransferKind,
     TransferRequest,
 )
-from shared.infra import clock
 from shared.infra.database import Database
 from shared.infra.notifications import FinalStateWaiter
 from shared.services.pagination import decode_moment, encode_moment
-from shared.services.recording import PendingRecorder
+from shared.services.recording import Asked, PendingRecorder
 
 # While waiting for a final state, the database is re-read at least this often (a lost
 # pub/sub notice then costs at most this much latency).
@@ -57,83 +46,6 @@ class Submission:
 class TransferPage:
     transfers: list[Transfer]
     next_cursor: str | None
-
-
-def check_parties(
-    parties: dict[str, Party], request: TransferRequest
-) -> tuple[Party | None, Party | None]:
-    """The submission-time rules that need no lock (SPEC: Transfer lifecycle, step 1, and
-    Movements): the merchants exist and are not archived, and the one paying has a balance in
-    the currency. (sender, receiver); a deposit has no sender, a withdrawal no receiver."""
-    if request.kind is not TransferKind.TRANSFER:
-        (name,) = request.merchant_names
-        party = parties.get(name)
-        if party is None:
-            raise MerchantNotFound(name)
-        if party.archived:
-            raise MerchantArchived(party.name)
-        if request.kind is TransferKind.DEPOSIT:
-            return None, party
-        if request.currency not in party.balance_ids:
-            raise MerchantBalanceNotFound(request.currency)
-        return party, None
-    sender = parties.get(request.sender or "")
-    receiver = parties.get(request.receiver or "")
-    if sender is None or receiver is None:
-        raise TransferPartiesNotFound()
-    for party in (sender, receiver):
-        if party.archived:
-            raise MerchantArchived(party.name)
-    if request.currency not in sender.balance_ids:
-        raise BalanceNotFound(request.currency)
-    return sender, receiver
-
-
-def new_transfer(
-    request: TransferRequest,
-    scope: uuid.UUID | None,
-    key: str,
-    sender: Party | None,
-    receiver: Party | None,
-    request_id: str | None,
-    fx_rate: Decimal | None = None,
-) -> NewTransfer:
-    """A pending movement; a transfer's fee is snapshotted from the sender's fee now (with fee
-    tiers, its volume's tier), and a cross-currency transfer's conversion from `fx_rate`, the
-    pair's current rate (None: the pair has none, and the transfer is refused)."""
-    percent_fee = Decimal(0)
-    if sender is not None and request.kind is TransferKind.TRANSFER:
-        percent_fee = sender.percent_fee_for(request.currency)
-    conversion = None
-    if request.to_currency is not None:
-        conversion = convert(request.currency, request.to_currency, request.amount, fx_rate)
-    return NewTransfer(
-        id=uuid.uuid4(),
-        idempotency_scope=scope,
-        idempotency_key=key,
-        request_fingerprint=request.fingerprint(),
-        sender_id=None if sender is None else sender.merchant_id,
-        receiver_id=None if receiver is None else receiver.merchant_id,
-        amount=request.amount,
-        fee=compute_fee(request.amount, percent_fee),
-        percent_fee=percent_fee,
-        currency=request.currency,
-        request_id=request_id,
-        kind=request.kind,
-        conversion=conversion,
-    )
-
-
-def transfer_senders(requests: list[TransferRequest]) -> list[str]:
-    """Whose volume the requests' fees may depend on: the senders of transfers."""
-    return sorted(
-        {r.sender for r in requests if r.kind is TransferKind.TRANSFER and r.sender is not None}
-    )
-
-
-def fx_pair(request: TransferRequest) -> tuple[str, str] | None:
-    """The FX pair whose rate a cross-currency request needs (None for any other)."""
-    return None if request.to_currency is None else (request.currency, request.to_currency)
 
 
 def authorize(actor: Actor, request: TransferRequest) -> None:
@@ -164,22 +76,15 @@ async def submit_transfer(
     """
     authorize(actor, request)
     scope = actor.idempotency_scope
-    async with db.autocommit() as connection:
-        repository = TransferRepository(connection)
-        parties, rate = await repository.get_parties_and_rate(
-            request.merchant_names,
-            [request.currency],
-            volume_window(transfer_senders([request]), clock.utc_now()),
-            fx_pair(request),
-        )
-        try:
-            sender, receiver = check_parties(parties, request)
-            new = new_transfer(request, scope, key, sender, receiver, request_id, rate)
-        except LedgerError:
-            if (replay := await _replay(repository, scope, key, request)) is not None:
-                return replay
-            raise
-    return await _record(db, recorder, new, request, request_id)
+    try:
+        transfer = await recorder.submit(Asked(request, scope, key), request_id)
+    except LedgerError:
+        async with db.autocommit() as connection:
+            replay = await _replay(TransferRepository(connection), scope, key, request)
+        if replay is not None:
+            return replay
+        raise
+    return await _submission(db, transfer, scope, key, request)
 
 
 def new_reversal(
@@ -242,7 +147,8 @@ async def submit_reversal(
             if (replay := await _replay(repository, scope, key, request)) is not None:
                 return replay
             raise
-    return await _record(db, recorder, new, request, request_id)
+    transfer = await recorder.record(new, request_id)
+    return await _submission(db, transfer, scope, key, request)
 
 
 async def _replay(
@@ -257,24 +163,21 @@ async def _replay(
     return None if stored is None else Submission(stored.replay(request), replayed=True)
 
 
-async def _record(
+async def _submission(
     db: Database,
-    recorder: PendingRecorder,
-    new: NewTransfer,
+    recorded: Transfer | None,
+    scope: uuid.UUID | None,
+    key: str,
     request: TransferRequest | ReversalRequest,
-    request_id: str | None,
 ) -> Submission:
-    """Record the pending transfer and hand it over, or answer with the one its key names."""
-    transfer = await recorder.record(new, request_id)
-    if transfer is not None:
-        return Submission(transfer, replayed=False)
-    # The key was taken, earlier or by a concurrent request.
+    """The transfer just recorded, or (None: the key was taken, earlier or by a concurrent
+    request) the one its key names."""
+    if recorded is not None:
+        return Submission(recorded, replayed=False)
     async with db.autocommit() as connection:
-        stored = await TransferRepository(connection).get_by_key(
-            new.idempotency_scope, new.idempotency_key
-        )
+        stored = await TransferRepository(connection).get_by_key(scope, key)
     if stored is None:  # Transfers are never deleted, so the winner must be visible.
-        raise InvariantViolation(f"transfer with key {new.idempotency_key} vanished")
+        raise InvariantViolation(f"transfer with key {key} vanished")
     return Submission(stored.replay(request), replayed=True)
 
 
