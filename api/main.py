@@ -31,6 +31,7 @@ from shared.infra.database import Database
 from shared.infra.engine import create_api_engine
 from shared.infra.logging import configure_logging
 from shared.infra.notifications import FinalStateWaiter
+from shared.infra.queue import TransferPublisher
 from shared.services.api_keys import authenticate
 from shared.services.recording import PendingRecorder
 
@@ -74,8 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     flusher = SubmissionFlusher(redis)
     flusher.start()
     database = Database(engine)
-    recorder = PendingRecorder(database, on_group=RECORDED_GROUP_SIZE.observe)
+    publisher = TransferPublisher(settings.redis_url)
+    recorder = PendingRecorder(database, publisher, on_group=RECORDED_GROUP_SIZE.observe)
     app.state.database = database
+    app.state.publisher = publisher
     app.state.recorder = recorder
     app.state.redis = redis
     app.state.waiter = waiter
@@ -85,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await recorder.close()
+        await publisher.aclose()
         await waiter.stop()
         await flusher.stop()
         await redis.aclose()

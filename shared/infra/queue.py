@@ -8,6 +8,10 @@ periodic sweep of pending transfers.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -16,6 +20,10 @@ from typing import Any
 
 import structlog
 from celery import Celery
+from redis.asyncio import Redis as AsyncRedis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from shared.domain.transfers import Transfer
 from shared.infra.config import Settings, get_settings
@@ -155,32 +163,115 @@ class BrokerBreaker:
 broker_breaker = BrokerBreaker(BROKER_DOWN_PAUSE_S)
 
 
-def publish_transfers(transfers: list[Transfer], request_id: str | None) -> None:
-    """Hand transfers just submitted to the workers as one message (one submission, or the
-    group an API process recorded together), applied as one group behind the balance locks.
+# (task name, args, kwargs, and how Flower shows them: given, so Celery skips its slow saferepr)
+Message = tuple[str, list[Any], dict[str, Any], str, str]
 
-    Called after the commit that recorded them as pending: the database is the source of
-    truth, so a failed publish delays a transfer (the sweep enqueues it again), it never loses
-    one. The message names the balances to lock, so the worker need not read the transfers
-    before taking the locks.
-    """
+
+def transfers_message(transfers: list[Transfer], request_id: str | None) -> Message:
+    """One message for transfers just submitted (one submission, or the group an API process
+    recorded together), applied as one group behind the balance locks. It names the balances
+    to lock, so the worker need not read the transfers before taking the locks."""
     balances = dict.fromkeys(key for transfer in transfers for key in transfer.balances)
     ids = [str(transfer.id) for transfer in transfers]
-    _publish(
-        [
-            (
-                APPLY_TRANSFER_TASK,
-                [ids],
-                {
-                    "request_id": request_id,
-                    # A cross-currency receiver's balance is in `to_currency`.
-                    "balances": [[str(merchant), currency] for merchant, currency in balances],
-                },
-                ", ".join(ids),  # Flower finds a transfer's task by its id
-                "",
-            )
-        ]
+    return (
+        APPLY_TRANSFER_TASK,
+        [ids],
+        {
+            "request_id": request_id,
+            # A cross-currency receiver's balance is in `to_currency`.
+            "balances": [[str(merchant), currency] for merchant, currency in balances],
+        },
+        ", ".join(ids),  # Flower finds a transfer's task by its id
+        "",
     )
+
+
+class TransferPublisher:
+    """How the API hands transfers just recorded to the workers: from the event loop, one
+    LPUSH of the very message Celery's own publish sends to the transfers queue (task protocol
+    2, JSON body, Redis transport), with no thread hop and none of kombu's per-message
+    machinery, which cost a submission group more than its database work did.
+    `tests/shared/test_queue.py` holds it to what Celery sends.
+
+    Called after the commit that recorded them as pending, behind the breaker, never raising:
+    the database is the source of truth, so a failed publish delays a transfer (the sweep
+    enqueues it again), it never loses one.
+    """
+
+    def __init__(self, redis_url: str, queue: str = TRANSFERS_QUEUE) -> None:
+        """`redis_url`: the broker's server and database, as redis-py names them."""
+        self._queue = queue
+        self._redis = AsyncRedis.from_url(
+            redis_url,
+            socket_timeout=BROKER_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S,
+            # As Celery's publish: one immediate retry reconnects a pooled connection that a
+            # restarted Redis broke; a broker that is down fails both tries at once.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+
+    async def publish_transfers(self, transfers: list[Transfer], request_id: str | None) -> None:
+        if not broker_breaker.allows():
+            return
+        message = encode_task(transfers_message(transfers, request_id), self._origin, self._queue)
+        try:
+            await self._redis.lpush(self._queue, message)
+        except (RedisError, OSError) as error:
+            broker_breaker.failed(error)
+            return
+        broker_breaker.succeeded()
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def encode_task(message: Message, origin: str, queue: str) -> bytes:
+    """A task message as Celery (protocol 2) and kombu's Redis transport put it on `queue`."""
+    name, args, kwargs, argsrepr, kwargsrepr = message
+    task_id = str(uuid.uuid4())
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = json.dumps([args, kwargs, embed]).encode()
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": name,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": [None, None],
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": argsrepr,
+                "kwargsrepr": kwargsrepr,
+                "origin": origin,
+                "ignore_result": None,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "argsrepr": argsrepr,
+                "kwargsrepr": kwargsrepr,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                # The transport's key for the message while a worker holds it unacknowledged.
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
 
 
 def publish_transfer_groups(
@@ -209,10 +300,6 @@ def publish_webhook_delivery() -> None:
     """Ask a worker to deliver due webhooks now (after a manual retry); lost, it costs only
     the wait for beat's next one."""
     _publish([(DELIVER_WEBHOOKS_TASK, [], {}, "()", "{}")])
-
-
-# (task name, args, kwargs, and how Flower shows them: given, so Celery skips its slow saferepr)
-Message = tuple[str, list[Any], dict[str, Any], str, str]
 
 
 def _publish(messages: Iterable[Message]) -> None:

@@ -26,7 +26,7 @@ from shared.domain.submissions import PartiesWanted
 from shared.domain.transfers import NewTransfer, Transfer, TransferRequest
 from shared.infra import clock
 from shared.infra.database import Database
-from shared.infra.queue import publish_transfers
+from shared.infra.queue import TransferPublisher
 from shared.services.operations import count_submitted
 
 log = structlog.get_logger(__name__)
@@ -56,11 +56,18 @@ class _Waiting:
 class PendingRecorder:
     """Records new pending transfers for one event loop: one group at a time, in order.
 
-    `on_group` is told each group's size once it is recorded (the API's metrics).
+    `on_group` is told how many submissions each group's statement carried (the API's
+    metrics); a group whose submissions were all refused ran none.
     """
 
-    def __init__(self, db: Database, on_group: Callable[[int], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        publisher: TransferPublisher,
+        on_group: Callable[[int], None] = lambda _: None,
+    ) -> None:
         self._db = db
+        self._publisher = publisher
         self._on_group = on_group
         self._waiting: list[_Waiting] = []
         self._runner: asyncio.Task[None] | None = None
@@ -110,11 +117,12 @@ class PendingRecorder:
         recorded = [created[w.new.id] for w in group if w.new is not None and w.new.id in created]
         for kind, count in Counter(transfer.kind for transfer in recorded).items():
             count_submitted(kind, count)
-        self._on_group(len(group))
+        if inserted := sum(waiting.new is not None for waiting in group):  # Refusals are not.
+            self._on_group(inserted)
         if recorded:
             # One message names the group; the request id rides along when there is one.
             request_id = group[0].request_id if len(group) == 1 else None
-            await asyncio.to_thread(publish_transfers, recorded, request_id)
+            await self._publisher.publish_transfers(recorded, request_id)
         for waiting in group:
             new = waiting.new
             _settle(waiting.answer, result=None if new is None else created.get(new.id))

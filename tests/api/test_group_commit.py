@@ -137,7 +137,7 @@ def new_transfers(
 def fresh_recorder(app: FastAPI, sizes: list[int]) -> PendingRecorder:
     """A recorder of the app's database but of its own, so only the test's `record()` calls
     form its groups; `sizes` is told each group's size, as the API's metric is."""
-    return PendingRecorder(app.state.database, on_group=sizes.append)
+    return PendingRecorder(app.state.database, app.state.publisher, on_group=sizes.append)
 
 
 async def funded_pairs(
@@ -412,11 +412,6 @@ class TestBurstThroughTheApi:
 
 
 class TestCommitsMetric:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="since 6c816df a submission refused while its group is planned is observed as "
-        "a commit of one submission, though no statement recorded anything",
-    )
     async def test_a_refused_submission_is_no_commit(
         self, api_client: httpx.AsyncClient, keyless: httpx.AsyncClient
     ) -> None:

@@ -14,7 +14,7 @@ from shared.domain.access import OPERATOR
 from shared.infra.config import load_settings
 from shared.infra.database import SyncDatabase
 from shared.infra.locks import Hold, Locker, balance_lock_name
-from shared.infra.queue import GROUP_SIZE, publish_transfers
+from shared.infra.queue import GROUP_SIZE, TransferPublisher
 from shared.services.posting import apply_transfers, drain_pending
 from shared.services.transfers import get_transfer
 from tests.helpers import (
@@ -61,8 +61,10 @@ class TestRedelivery:
         response = await submit(client, sender["name"], receiver["name"], "10")
         transfer_id = response.json()["result"]["id"]
         transfer = await get_transfer(database, OPERATOR, uuid.UUID(transfer_id))
+        publisher = TransferPublisher(load_settings().redis_url)
         for _ in range(10):
-            publish_transfers([transfer], None)
+            await publisher.publish_transfers([transfer], None)
+        await publisher.aclose()
         await settle(client, [transfer_id])
         await queue_drained(load_settings().redis_url)  # every duplicate has run too
         assert _entry_count(sync_db, transfer_id) == 2
