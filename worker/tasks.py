@@ -64,12 +64,14 @@ def apply_transfer(
     transfer_ids: list[str] | str,
     request_id: str | None = None,
     balances: list[list[str]] | None = None,
+    request_ids: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """Apply the transfers an API process just submitted (one, or the group it recorded
-    together) behind their balances' locks, or drain a backlog with them; `request_id` is bound
-    to the log context by a signal. The result (shown in Flower) says what became of them; if
-    one ended failed, the task fails with `TransferFailed` (after the commit), counts in its
-    text. A single id (a message queued before groups existed) is a group of one."""
+    together) behind their balances' locks, or drain a backlog with them. One submission's
+    `request_id` is bound to the log context by a signal; a group's `request_ids` (one per
+    transfer) go on each transfer's line. The result (shown in Flower) says what became of
+    them; if one ended failed, the task fails with `TransferFailed` (after the commit), counts
+    in its text. A single id (a message queued before groups existed) is a group of one."""
     listed = [transfer_ids] if isinstance(transfer_ids, str) else transfer_ids
     ids = [uuid.UUID(i) for i in listed]
     structlog.contextvars.bind_contextvars(transfer_id=", ".join(map(str, ids)))
@@ -90,6 +92,14 @@ def apply_transfer(
     if result.locks_busy:
         worker_metrics.count_lock_retry()
         _retry_later(self, "balance locks stayed busy")
+    submitted_by = dict(zip(ids, request_ids or [request_id] * len(ids), strict=True))
+    for transfer in result.settled:
+        if transfer.id in submitted_by:
+            log.info(
+                f"transfer {transfer.state.value}",
+                transfer_id=str(transfer.id),
+                request_id=submitted_by[transfer.id],
+            )
     summary = _record(result)
     if failed := set(result.failed).intersection(ids):
         counts = ", ".join(f"{name}={value}" for name, value in summary.items())

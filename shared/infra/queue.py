@@ -167,17 +167,21 @@ broker_breaker = BrokerBreaker(BROKER_DOWN_PAUSE_S)
 Message = tuple[str, list[Any], dict[str, Any], str, str]
 
 
-def transfers_message(transfers: list[Transfer], request_id: str | None) -> Message:
-    """One message for transfers just submitted (one submission, or the group an API process
-    recorded together), applied as one group behind the balance locks. It names the balances
-    to lock, so the worker need not read the transfers before taking the locks."""
+def transfers_message(submitted: list[tuple[Transfer, str | None]]) -> Message:
+    """One message for transfers just submitted, each with the id of the request that submitted
+    it (one submission, or the group an API process recorded together), applied as one group
+    behind the balance locks. It names the balances to lock, so the worker need not read the
+    transfers before taking the locks. One submission's request id is the task's (its log
+    context); a group's ride along in `request_ids`, one per transfer, for the worker's lines."""
+    transfers = [transfer for transfer, _ in submitted]
     balances = dict.fromkeys(key for transfer in transfers for key in transfer.balances)
     ids = [str(transfer.id) for transfer in transfers]
+    request_ids = [request_id for _, request_id in submitted]
     return (
         APPLY_TRANSFER_TASK,
         [ids],
         {
-            "request_id": request_id,
+            **({"request_id": request_ids[0]} if len(ids) == 1 else {"request_ids": request_ids}),
             # A cross-currency receiver's balance is in `to_currency`.
             "balances": [[str(merchant), currency] for merchant, currency in balances],
         },
@@ -211,10 +215,11 @@ class TransferPublisher:
         )
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
 
-    async def publish_transfers(self, transfers: list[Transfer], request_id: str | None) -> None:
+    async def publish_transfers(self, submitted: list[tuple[Transfer, str | None]]) -> None:
+        """`submitted`: each transfer with the id of the request that submitted it."""
         if not broker_breaker.allows():
             return
-        message = encode_task(transfers_message(transfers, request_id), self._origin, self._queue)
+        message = encode_task(transfers_message(submitted), self._origin, self._queue)
         try:
             await self._redis.lpush(self._queue, message)
         except (RedisError, OSError) as error:

@@ -33,8 +33,11 @@ MAX_APPLY_FAILURES = 5
 # The sweep retries a transfer whose applying raised after this, doubled at every failure.
 APPLY_RETRY_BACKOFF_S = 1.0
 APPLY_FAILED_REASON = "Internal error: the transfer could not be applied"
-# Messages waiting in the queue from which a worker applies transfers in groups.
-DRAIN_BACKLOG = 50
+# Messages waiting in the queue (each one submission, or an API process's group of them) from
+# which a worker applies its message's transfers together with the oldest pending ones. At 50,
+# a worker fell behind under `uniform` for seconds before draining; at 10 submit-to-final p99
+# stayed 3-4x lower (docs/performance.md, round 11).
+DRAIN_BACKLOG = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +189,7 @@ def apply_transfers(
         # Without Redis (UNAVAILABLE) the row locks alone serialise the balances: carry on.
         if hold is Hold.BUSY:
             return GroupResult(locks_busy=True)
-        result = apply_group(db, transfer_ids)
-    for transfer in result.settled:
-        completed = transfer.state is TransferState.COMPLETED
-        log.info(f"transfer {'completed' if completed else 'failed'}", transfer_id=str(transfer.id))
-    return result
+        return apply_group(db, transfer_ids)
 
 
 def drain_pending(db: SyncDatabase, transfer_ids: list[uuid.UUID], limit: int) -> GroupResult:

@@ -114,15 +114,17 @@ class PendingRecorder:
             for waiting in group:
                 _settle(waiting.answer, error=error)
             return
-        recorded = [created[w.new.id] for w in group if w.new is not None and w.new.id in created]
-        for kind, count in Counter(transfer.kind for transfer in recorded).items():
+        recorded = [
+            (created[w.new.id], w.request_id)
+            for w in group
+            if w.new is not None and w.new.id in created
+        ]
+        for kind, count in Counter(transfer.kind for transfer, _ in recorded).items():
             count_submitted(kind, count)
         if inserted := sum(waiting.new is not None for waiting in group):  # Refusals are not.
             self._on_group(inserted)
         if recorded:
-            # One message names the group; the request id rides along when there is one.
-            request_id = group[0].request_id if len(group) == 1 else None
-            await self._publisher.publish_transfers(recorded, request_id)
+            await self._publisher.publish_transfers(recorded)  # One message names the group.
         for waiting in group:
             new = waiting.new
             _settle(waiting.answer, result=None if new is None else created.get(new.id))

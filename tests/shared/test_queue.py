@@ -103,15 +103,16 @@ async def test_publishes_one_message_naming_every_transfer_and_balance() -> None
     publisher = TransferPublisher(load_settings().redis_url, queue)
     redis = Redis.from_url(load_settings().redis_url)
     try:
-        await publisher.publish_transfers([first, second], None)
+        await publisher.publish_transfers([(first, "r1"), (second, None)])
         (message,) = _pop_all(redis, queue)
     finally:
         await publisher.aclose()
         redis.close()
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-    expected = transfers_message([first, second], None)
+    expected = transfers_message([(first, "r1"), (second, None)])
     assert args == expected[1] == [[str(first.id), str(second.id)]]
     assert kwargs == expected[2]
+    assert kwargs["request_ids"] == ["r1", None]  # each transfer's own, for the worker's lines
     # Each balance once, the cross-currency receiver's in its `to_currency`.
     assert kwargs["balances"] == [[str(alice), "USD"], [str(bob), "USD"], [str(bob), "EUR"]]
     assert message["headers"]["argsrepr"] == f"{first.id}, {second.id}"
@@ -122,7 +123,7 @@ async def test_a_broker_that_is_down_costs_no_error() -> None:
     publisher = TransferPublisher("redis://127.0.0.1:1/0")
     try:
         assert broker_breaker.allows()
-        await publisher.publish_transfers([_pending(uuid.uuid4(), uuid.uuid4())], None)
+        await publisher.publish_transfers([(_pending(uuid.uuid4(), uuid.uuid4()), None)])
         assert not broker_breaker.allows()  # paused: the next publishes skip the broker
     finally:
         broker_breaker.succeeded()

@@ -63,7 +63,7 @@ class TestRedelivery:
         transfer = await get_transfer(database, OPERATOR, uuid.UUID(transfer_id))
         publisher = TransferPublisher(load_settings().redis_url)
         for _ in range(10):
-            await publisher.publish_transfers([transfer], None)
+            await publisher.publish_transfers([(transfer, None)])
         await publisher.aclose()
         await settle(client, [transfer_id])
         await queue_drained(load_settings().redis_url)  # every duplicate has run too
