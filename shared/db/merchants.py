@@ -13,14 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.limits import LIMITS_OF_MERCHANT, to_limit_usage
-from shared.db.tables import accounts, balance_limits, merchants
+from shared.db.tables import balance_limits, merchants
 from shared.domain.errors import BalanceAlreadyExists, DuplicateMerchant
 from shared.domain.fee_tiers import FeeTier
 from shared.domain.limits import BalanceLimit, LimitUsage, month_start
-from shared.domain.merchants import Balance, Merchant, MerchantChanges
+from shared.domain.merchants import Balance, Merchant, MerchantChanges, MerchantWithBalances
 from shared.domain.money import format_amount, format_percent
-
-_BALANCE_COLUMNS = (accounts.c.id, accounts.c.merchant_id, accounts.c.currency, accounts.c.amount)
 
 # Opening a balance with money in it is a deposit: the money comes from the currency's
 # issuance account, so the journal still balances. One statement, all or nothing.
@@ -45,6 +43,21 @@ _OPEN_BALANCE = text(
         SELECT :movement_id, id, -:amount, amount, version FROM issued
     )
     SELECT id FROM opened
+    """
+)
+
+
+# The merchant and its balances, one row per balance (one with NULLs for none), and whether it
+# has any limits: the read the API serves most, as one statement written once.
+_MERCHANT_WITH_BALANCES = text(
+    """
+    SELECT m.id, m.name, m.percent_fee, m.created, m.updated, m.archived, m.fee_tiers,
+           b.id AS balance_id, b.currency, b.amount,
+           EXISTS (SELECT FROM balance_limits l WHERE l.merchant_id = m.id) AS has_limits
+    FROM merchants m
+    LEFT JOIN accounts b ON b.merchant_id = m.id AND b.kind = 'merchant'
+    WHERE m.name = :name
+    ORDER BY b.currency
     """
 )
 
@@ -77,10 +90,6 @@ def _stored_fee_tiers(tiers: Sequence[FeeTier] | None) -> list[dict[str, str]] |
     ]
 
 
-def _balance(row: Any) -> Balance:
-    return Balance(id=row.id, merchant_id=row.merchant_id, currency=row.currency, amount=row.amount)
-
-
 class MerchantRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -99,6 +108,21 @@ class MerchantRepository:
                 raise DuplicateMerchant(name) from error
             raise
         return to_merchant(row)
+
+    async def get_with_balances(self, name: str, today: date) -> MerchantWithBalances | None:
+        """The merchant with its balances and limits (with their use in the UTC periods `today`
+        is in): one statement, and a second only for a merchant that has limits."""
+        rows = (await self._connection.execute(_MERCHANT_WITH_BALANCES, {"name": name})).all()
+        if not rows:
+            return None
+        merchant = to_merchant(rows[0])
+        balances = [
+            Balance(row.balance_id, merchant.id, row.currency, row.amount)
+            for row in rows
+            if row.balance_id is not None
+        ]
+        limits = await self.list_limits(merchant.id, today) if rows[0].has_limits else []
+        return MerchantWithBalances(merchant, balances, limits)
 
     async def get_by_name(self, name: str) -> Merchant | None:
         statement = select(*merchants.c).where(merchants.c.name == name)
@@ -191,14 +215,6 @@ class MerchantRepository:
         statement = select(*merchants.c).where(merchants.c.id == merchant_id)
         row = (await self._connection.execute(statement)).one_or_none()
         return None if row is None else to_merchant(row)
-
-    async def list_balances(self, merchant_id: uuid.UUID) -> list[Balance]:
-        statement = (
-            select(*_BALANCE_COLUMNS)
-            .where(accounts.c.kind == "merchant", accounts.c.merchant_id == merchant_id)
-            .order_by(accounts.c.currency)
-        )
-        return [_balance(row) for row in await self._connection.execute(statement)]
 
     async def open_balance(
         self, merchant_id: uuid.UUID, currency: str, initial_amount: Decimal

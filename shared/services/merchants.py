@@ -33,7 +33,7 @@ async def update_merchant(
         merchant = await MerchantRepository(connection).update(name, changes)
     if merchant is None:
         raise MerchantNotFound(name)
-    return await _with_balances(db, merchant)
+    return await _read(db, name)
 
 
 async def get_merchant(db: Database, actor: Actor, name: str) -> MerchantWithBalances:
@@ -41,22 +41,17 @@ async def get_merchant(db: Database, actor: Actor, name: str) -> MerchantWithBal
     key sees only its own (others do not exist)."""
     if not actor.is_admin and name != actor.merchant_name:
         raise MerchantNotFound(name)
-    async with db.autocommit() as connection:
-        merchant = await MerchantRepository(connection).get_by_name(name)
-    if merchant is None:
-        raise MerchantNotFound(name)
-    return await _with_balances(db, merchant)
+    return await _read(db, name)
 
 
-async def _with_balances(db: Database, merchant: Merchant) -> MerchantWithBalances:
+async def _read(db: Database, name: str) -> MerchantWithBalances:
+    """The merchant with its balances and its limits' use in the current UTC day and month."""
     today = clock.utc_now().astimezone(UTC).date()
     async with db.autocommit() as connection:
-        repository = MerchantRepository(connection)
-        return MerchantWithBalances(
-            merchant,
-            await repository.list_balances(merchant.id),
-            await repository.list_limits(merchant.id, today),
-        )
+        found = await MerchantRepository(connection).get_with_balances(name, today)
+    if found is None:
+        raise MerchantNotFound(name)
+    return found
 
 
 async def list_balances(db: Database, actor: Actor, name: str) -> list[Balance]:
