@@ -27,15 +27,20 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A READ COMMITTED transaction, committed when the block ends (rolled back if it
+        raises). The pool's connections are in autocommit (`create_api_engine`): this one
+        leaves it for the block."""
         try:
-            async with self.engine.begin() as connection:
-                yield connection
+            async with self.engine.connect() as connection:
+                await connection.execution_options(isolation_level="READ COMMITTED")
+                async with connection.begin():
+                    yield connection
         except UNAVAILABLE_ERRORS as error:
             raise DependencyUnavailable("Database is unavailable, try again later") from error
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A connection on which every statement commits on its own.
+        """A connection on which every statement commits on its own (the pool's mode).
 
         For reads, and for a use case whose only write is a single statement: no BEGIN and no
         COMMIT round trips. Isolation is what READ COMMITTED gives anyway, a snapshot per
@@ -43,7 +48,6 @@ class Database:
         """
         try:
             async with self.engine.connect() as connection:
-                await connection.execution_options(isolation_level="AUTOCOMMIT")
                 yield connection
         except UNAVAILABLE_ERRORS as error:
             raise DependencyUnavailable("Database is unavailable, try again later") from error

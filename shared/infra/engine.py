@@ -35,14 +35,23 @@ def _connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
 
 
 def create_api_engine(settings: Settings, application_name: str = "mini-ledger-api") -> AsyncEngine:
-    # No overflow: an overflow connection is closed when returned, and under load that means a
-    # new PostgreSQL backend (a fork) per request. Requests beyond the pool wait for a connection.
+    """The API's pool. No overflow: an overflow connection is closed when returned, and under
+    load that means a new PostgreSQL backend (a fork) per request; requests beyond the pool
+    wait for a connection.
+
+    Connections are in autocommit: nearly all the API's work is single statements (reads, a
+    group's insert), which then cost no BEGIN/COMMIT and no switch of mode per checkout;
+    `Database.transaction()` asks for a transaction where one is needed. No ping per checkout
+    (a round trip on every request): a connection a restarted PostgreSQL broke fails its one
+    request (503, retried by the client under the same Idempotency-Key), and that failure
+    makes the pool replace every connection as old as it.
+    """
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
-        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",
         connect_args=_connect_args(settings, application_name),
     )
 

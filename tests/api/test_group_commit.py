@@ -568,6 +568,8 @@ class TestRecorder:
         recorder = fresh_recorder(app, sizes)
 
         async with asyncio.timeout(ANSWER_GUARD_S), database.engine.connect() as blocking:
+            # A real transaction (the API's pool is in autocommit), held open until rolled back.
+            await blocking.execution_options(isolation_level="READ COMMITTED")
             blocker = await blocking.begin()
             if stage == "in-flight":
                 # The same key as the group's last, uncommitted: the group's INSERT ... ON
