@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import pydantic_core
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+
+class EnvelopeResponse(JSONResponse):
+    """JSON rendered by pydantic's serializer in one pass, models included: the same bytes as
+    dumping each model to Python and that through `json.dumps`, at a fraction of the cost."""
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content)
 
 
 def envelope(
@@ -14,11 +24,6 @@ def envelope(
     headers: Mapping[str, str] | None = None,
     **extra: object,
 ) -> JSONResponse:
-    rendered = (
-        result.model_dump(mode="json")
-        if isinstance(result, BaseModel)
-        else [item.model_dump(mode="json") for item in result]
-    )
-    return JSONResponse(
-        {"status": status, "result": rendered, **extra}, status_code=status, headers=headers
+    return EnvelopeResponse(
+        {"status": status, "result": result, **extra}, status_code=status, headers=headers
     )

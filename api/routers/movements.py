@@ -6,16 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import (
-    DB,
-    Caller,
-    IdempotencyKey,
-    PathPrefix,
-    Recorder,
-    RequestId,
-    Waiter,
-    WaitPreference,
-)
+from api.deps import Caller, IdempotencyKey, Submitting, WaitPreference
 from api.exact_json import ExactJSONRoute
 from api.routers.transfers import submission_response, submit_responses
 from api.schemas import Envelope, MovementCreate, TransferRead
@@ -37,17 +28,15 @@ router = APIRouter(tags=["transfers"], route_class=ExactJSONRoute)
 async def submit_deposit(
     body: MovementCreate,
     key: IdempotencyKey,
-    db: DB,
-    recorder: Recorder,
     actor: Caller,
-    waiter: Waiter,
-    request_id: RequestId,
     wait_s: WaitPreference,
-    prefix: PathPrefix,
+    context: Submitting,
 ) -> JSONResponse:
     request = body.to_domain(TransferKind.DEPOSIT)
-    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
-    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
+    submission = await transfers.submit_transfer(
+        context.db, context.recorder, actor, request, key, context.request_id
+    )
+    return await submission_response(submission, context, actor, wait_s)
 
 
 @router.post(
@@ -62,14 +51,12 @@ async def submit_deposit(
 async def submit_withdrawal(
     body: MovementCreate,
     key: IdempotencyKey,
-    db: DB,
-    recorder: Recorder,
     actor: Caller,
-    waiter: Waiter,
-    request_id: RequestId,
     wait_s: WaitPreference,
-    prefix: PathPrefix,
+    context: Submitting,
 ) -> JSONResponse:
     request = body.to_domain(TransferKind.WITHDRAWAL)
-    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
-    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
+    submission = await transfers.submit_transfer(
+        context.db, context.recorder, actor, request, key, context.request_id
+    )
+    return await submission_response(submission, context, actor, wait_s)

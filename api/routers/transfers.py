@@ -9,16 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import (
-    DB,
-    Caller,
-    IdempotencyKey,
-    PathPrefix,
-    Recorder,
-    RequestId,
-    Waiter,
-    WaitPreference,
-)
+from api.deps import DB, Caller, IdempotencyKey, SubmissionContext, Submitting, WaitPreference
 from api.errors import error_responses
 from api.exact_json import ExactJSONRoute
 from api.responses import envelope
@@ -32,8 +23,6 @@ from api.schemas import (
 )
 from shared.domain.access import Actor
 from shared.domain.transfers import Transfer, TransferFilter, TransferKind, TransferState
-from shared.infra.database import Database
-from shared.infra.notifications import FinalStateWaiter
 from shared.services import transfers
 
 router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=ExactJSONRoute)
@@ -66,18 +55,17 @@ def transfer_response(
 
 
 async def submission_response(
-    submission: transfers.Submission,
-    db: Database,
-    actor: Actor,
-    waiter: FinalStateWaiter,
-    wait_s: int | None,
-    prefix: str,
+    submission: transfers.Submission, context: SubmissionContext, actor: Actor, wait_s: int | None
 ) -> JSONResponse:
     """The answer to a submission of any kind: waited on when `Prefer: wait` asks."""
     transfer = submission.transfer
     if wait_s is not None:
-        transfer = await transfers.wait_until_final(db, actor, waiter, transfer, wait_s)
-    return transfer_response(transfer, prefix, replayed=submission.replayed, wait_applied=wait_s)
+        transfer = await transfers.wait_until_final(
+            context.db, actor, context.waiter, transfer, wait_s
+        )
+    return transfer_response(
+        transfer, context.prefix, replayed=submission.replayed, wait_applied=wait_s
+    )
 
 
 def submit_responses(*errors: int) -> dict[int | str, dict[str, object]]:
@@ -102,17 +90,15 @@ def submit_responses(*errors: int) -> dict[int | str, dict[str, object]]:
 async def submit_transfer(
     body: TransferCreate,
     key: IdempotencyKey,
-    db: DB,
-    recorder: Recorder,
     actor: Caller,
-    waiter: Waiter,
-    request_id: RequestId,
     wait_s: WaitPreference,
-    prefix: PathPrefix,
+    context: Submitting,
 ) -> JSONResponse:
     request = body.to_domain()
-    submission = await transfers.submit_transfer(db, recorder, actor, request, key, request_id)
-    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
+    submission = await transfers.submit_transfer(
+        context.db, context.recorder, actor, request, key, context.request_id
+    )
+    return await submission_response(submission, context, actor, wait_s)
 
 
 @router.post(
@@ -130,17 +116,15 @@ async def reverse_transfer(
     transfer_id: uuid.UUID,
     body: ReversalCreate,
     key: IdempotencyKey,
-    db: DB,
-    recorder: Recorder,
     actor: Caller,
-    waiter: Waiter,
-    request_id: RequestId,
     wait_s: WaitPreference,
-    prefix: PathPrefix,
+    context: Submitting,
 ) -> JSONResponse:
     request = body.to_domain(transfer_id)
-    submission = await transfers.submit_reversal(db, recorder, actor, request, key, request_id)
-    return await submission_response(submission, db, actor, waiter, wait_s, prefix)
+    submission = await transfers.submit_reversal(
+        context.db, context.recorder, actor, request, key, context.request_id
+    )
+    return await submission_response(submission, context, actor, wait_s)
 
 
 @router.get(

@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -17,8 +24,33 @@ from shared.domain.errors import DependencyUnavailable
 UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 
+class LockBusy(DependencyUnavailable):
+    """A statement's wait for a row lock ran out (`lock_timeout`): nothing was written."""
+
+
+def connection_lost(error: BaseException) -> bool:
+    """`DependencyUnavailable` because the connection broke (a restarted PostgreSQL): the pool
+    replaces its connections, so trying again on a fresh one may well work."""
+    cause = error.__cause__
+    return isinstance(cause, DBAPIError) and cause.connection_invalidated
+
+
+def _unavailable(error: Exception) -> DependencyUnavailable:
+    message = "Database is unavailable, try again later"
+    if isinstance(getattr(error, "orig", None), LockNotAvailable):
+        return LockBusy(message)
+    return DependencyUnavailable(message)
+
+
 class WriteRefused(Exception):
     """The database refused a write (a constraint, a value out of range): a retry cannot help."""
+
+
+# The API's connections wait briefly for row locks (`API_LOCK_TIMEOUT_MS`); a transaction, for
+# as long as a statement may run. SET LOCAL: it ends with the transaction.
+_LOCK_WAIT_AS_STATEMENT = text(
+    "SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)"
+)
 
 
 class Database:
@@ -29,14 +61,15 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A READ COMMITTED transaction, committed when the block ends (rolled back if it
         raises). The pool's connections are in autocommit (`create_api_engine`): this one
-        leaves it for the block."""
+        leaves it for the block, and waits for row locks as long as a statement may."""
         try:
             async with self.engine.connect() as connection:
                 await connection.execution_options(isolation_level="READ COMMITTED")
                 async with connection.begin():
+                    await connection.execute(_LOCK_WAIT_AS_STATEMENT)
                     yield connection
         except UNAVAILABLE_ERRORS as error:
-            raise DependencyUnavailable("Database is unavailable, try again later") from error
+            raise _unavailable(error) from error
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
@@ -50,7 +83,7 @@ class Database:
             async with self.engine.connect() as connection:
                 yield connection
         except UNAVAILABLE_ERRORS as error:
-            raise DependencyUnavailable("Database is unavailable, try again later") from error
+            raise _unavailable(error) from error
 
     async def ping(self) -> None:
         async with self.autocommit() as connection:

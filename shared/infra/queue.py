@@ -22,7 +22,6 @@ import structlog
 from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from shared.domain.transfers import Transfer
@@ -222,7 +221,7 @@ class TransferPublisher:
         message = encode_task(transfers_message(submitted), self._origin, self._queue)
         try:
             await self._redis.lpush(self._queue, message)
-        except (RedisError, OSError) as error:
+        except Exception as error:  # redis-py raises many types; all mean "not queued".
             broker_breaker.failed(error)
             return
         broker_breaker.succeeded()

@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DataError, IntegrityError
 
 from shared.db.transfers import TransferRepository
-from shared.domain.errors import LedgerError
+from shared.domain.errors import DependencyUnavailable, LedgerError
 from shared.domain.submissions import PartiesWanted
 from shared.domain.transfers import NewTransfer, Transfer, TransferRequest
 from shared.infra import clock
-from shared.infra.database import Database
+from shared.infra.database import Database, LockBusy, connection_lost
 from shared.infra.queue import TransferPublisher
 from shared.services.operations import count_submitted
 
@@ -51,6 +52,7 @@ class _Waiting:
     request_id: str | None
     asked: Asked | None = None
     new: NewTransfer | None = None  # Known on arrival (a reversal), or planned by the group.
+    refusal: Exception | None = None  # Why planning refused it (answered after the insert).
 
 
 class PendingRecorder:
@@ -71,6 +73,8 @@ class PendingRecorder:
         self._on_group = on_group
         self._waiting: list[_Waiting] = []
         self._runner: asyncio.Task[None] | None = None
+        # Publishes and lock-waiting submissions under way beside the runner (see `close`).
+        self._aside: set[asyncio.Task[None]] = set()
 
     async def submit(self, asked: Asked, request_id: str | None) -> Transfer | None:
         """Check `asked` against its parties as they are now, record it as pending and hand it
@@ -84,9 +88,11 @@ class PendingRecorder:
         return await self._join(_Waiting(self._answer(), request_id, new=new))
 
     async def close(self) -> None:
-        """Let the group under way finish (at shutdown, after the last request)."""
+        """Let the work under way finish (at shutdown, after the last request)."""
         if self._runner is not None:
             await asyncio.shield(self._runner)
+        while self._aside:
+            await asyncio.gather(*self._aside, return_exceptions=True)
 
     @staticmethod
     def _answer() -> asyncio.Future[Transfer | None]:
@@ -99,62 +105,110 @@ class PendingRecorder:
             self._runner = asyncio.create_task(self._record_waiting(), name="pending-recorder")
         return await waiting.answer
 
+    def _beside(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._aside.add(task)
+        task.add_done_callback(self._aside.discard)
+
     async def _record_waiting(self) -> None:
         try:
             while self._waiting:
                 group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-                await self._record_group(group)
+                try:
+                    await self._record_group(group)
+                except Exception as error:  # A bug: its group answers 500, the next one runs.
+                    log.exception("recording a group of submissions failed")
+                    for waiting in group:
+                        _settle(waiting.answer, error=error)
         finally:
             self._runner = None
 
     async def _record_group(self, group: list[_Waiting]) -> None:
+        created: dict[uuid.UUID, Transfer] = {}
         try:
             created = await self._plan_and_insert(group)
+        except (LockBusy, _Refused):
+            # A key of the group is being inserted by a transaction still open elsewhere (a
+            # batch, say), whose wait must not hold every other submission of this process; or
+            # the database refused a value: each alone, beside the runner.
+            for waiting in group:
+                self._beside(self._record_alone(waiting))
+            return
         except Exception as error:  # Each submission of the group answers with it (503, 500).
             for waiting in group:
                 _settle(waiting.answer, error=error)
             return
-        recorded = [
-            (created[w.new.id], w.request_id)
-            for w in group
-            if w.new is not None and w.new.id in created
-        ]
+        finally:
+            # Whatever happened, nobody is left waiting: refusals now (after the insert, so a
+            # replay of a key this group just recorded wins over them), then the results.
+            for waiting in group:
+                if waiting.refusal is not None:
+                    _settle(waiting.answer, error=waiting.refusal)
+        self._hand_over(group, created)
+
+    def _hand_over(self, group: list[_Waiting], created: dict[uuid.UUID, Transfer]) -> None:
+        """Answer the group's submissions, count them, and publish one message for those
+        recorded, beside the runner: the answers do not depend on it (the sweep enqueues what
+        a failed publish could not), and a slow broker must not hold the next group."""
+        recorded: list[tuple[Transfer, str | None]] = []
+        for waiting in group:
+            if waiting.new is None:
+                continue
+            transfer = created.get(waiting.new.id)
+            _settle(waiting.answer, result=transfer)
+            if transfer is not None:
+                recorded.append((transfer, waiting.request_id))
+        if recorded:
+            self._beside(self._publisher.publish_transfers(recorded))
         for kind, count in Counter(transfer.kind for transfer, _ in recorded).items():
             count_submitted(kind, count)
         if inserted := sum(waiting.new is not None for waiting in group):  # Refusals are not.
             self._on_group(inserted)
-        if recorded:
-            await self._publisher.publish_transfers(recorded)  # One message names the group.
-        for waiting in group:
-            new = waiting.new
-            _settle(waiting.answer, result=None if new is None else created.get(new.id))
 
     async def _plan_and_insert(self, group: list[_Waiting]) -> dict[uuid.UUID, Transfer]:
+        try:
+            return await self._plan_and_insert_once(group)
+        except DependencyUnavailable as error:
+            if not connection_lost(error):
+                raise
+        # A pooled connection a restarted PostgreSQL broke: the pool has replaced its peers;
+        # once more on a fresh one (the same ids: an insert that did commit now conflicts).
+        log.warning("database connection lost, recording the group again")
+        return await self._plan_and_insert_once(group)
+
+    async def _plan_and_insert_once(self, group: list[_Waiting]) -> dict[uuid.UUID, Transfer]:
         async with self._db.autocommit() as connection:
             repository = TransferRepository(connection)
-            await _plan(repository, [(w, w.asked) for w in group if w.asked is not None])
-            planned = [(w, w.new) for w in group if w.new is not None]
+            unplanned = [(w, w.asked) for w in group if w.asked is not None and w.new is None]
+            await _plan(repository, [(w, a) for w, a in unplanned if w.refusal is None])
+            planned = [w.new for w in group if w.new is not None]
             try:
-                return await repository.insert_pending_many([new for _, new in planned])
-            except (IntegrityError, DataError):
+                return await repository.insert_pending_many(planned)
+            except (IntegrityError, DataError) as error:
                 # A value the database will not store: never expected, every value was checked.
                 if len(planned) == 1:
                     raise
-        log.warning("group of submissions refused by the database, recording each alone")
-        return await self._insert_each(planned)
+                log.warning("group of submissions refused by the database, recording each alone")
+                raise _Refused() from error
 
-    async def _insert_each(
-        self, planned: list[tuple[_Waiting, NewTransfer]]
-    ) -> dict[uuid.UUID, Transfer]:
-        """Each alone, so only the submission at fault fails."""
-        created: dict[uuid.UUID, Transfer] = {}
-        for waiting, new in planned:
-            try:
-                async with self._db.autocommit() as connection:
-                    created |= await TransferRepository(connection).insert_pending_many([new])
-            except Exception as error:
-                _settle(waiting.answer, error=error)
-        return created
+    async def _record_alone(self, waiting: _Waiting) -> None:
+        """A planned submission of a group that could not be recorded together, alone, in a
+        transaction that waits for its key as long as any transaction may: only the submission
+        at fault fails, only the one whose key is busy waits."""
+        new = waiting.new
+        if new is None or waiting.answer.done():
+            return
+        try:
+            async with self._db.transaction() as connection:
+                created = await TransferRepository(connection).insert_pending_many([new])
+        except Exception as error:
+            _settle(waiting.answer, error=error)
+            return
+        self._hand_over([waiting], created)
+
+
+class _Refused(Exception):
+    """The database refused a value of the group's insert: which one, recording each tells."""
 
 
 async def _plan(repository: TransferRepository, group: list[tuple[_Waiting, Asked]]) -> None:
@@ -170,7 +224,10 @@ async def _plan(repository: TransferRepository, group: list[tuple[_Waiting, Aske
                 asked.request, asked.scope, asked.key, waiting.request_id
             )
         except LedgerError as refusal:
-            _settle(waiting.answer, error=refusal)
+            waiting.refusal = refusal
+        except Exception as error:  # A bug in one submission's plan fails it alone (500).
+            log.exception("submission could not be planned", key=asked.key)
+            waiting.refusal = error
 
 
 def _settle(

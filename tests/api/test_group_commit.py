@@ -29,8 +29,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from shared.db.transfers import TransferRepository
+from shared.domain.access import OPERATOR
+from shared.domain.errors import IdempotencyKeyReused
 from shared.domain.transfers import NewTransfer, Transfer, TransferRequest, TransferState
 from shared.infra.database import Database, SyncDatabase
+from shared.services import transfers
 from shared.services.recording import PendingRecorder
 from tests.helpers import (
     archive,
@@ -464,7 +467,9 @@ class TestRecorder:
             )
             await recorder.close()
 
-        assert sizes == [4]  # One group: its statement refused, then each tried alone.
+        # The group's statement was refused (it recorded nothing, so it counts as no commit);
+        # then each was tried alone: the three good ones were recorded one by one.
+        assert sizes == [1, 1, 1]
         assert isinstance(answers[1], error), answers[1]
         for new, answer in zip(news, answers, strict=True):
             if new is news[1]:
@@ -478,7 +483,7 @@ class TestRecorder:
         assert keys_recorded(sync_db, [news[1].idempotency_key]) == 0
         assert ids_recorded(sync_db, [new.id for new in good]) == len(good)
 
-        # Handed to the workers as well (one message for the three recorded).
+        # Handed to the workers as well (each recorded alone, in a message of its own).
         final = await settle(client, [str(new.id) for new in good])
         assert [transfer["state"] for transfer in final] == ["completed"] * 3
         for i in (0, 2, 3):
@@ -492,7 +497,7 @@ class TestRecorder:
             await recorder.record(spoil(later), None)
         recorded = await recorder.record(later, None)
         assert recorded is not None and recorded.id == later.id
-        assert sizes == [4, 1]  # A group that recorded nothing is no commit.
+        assert sizes == [1, 1, 1, 1]  # A statement that recorded nothing is no commit.
         (settled,) = await settle(client, [str(later.id)])
         assert settled["state"] == "completed"
         assert_ledger_consistent(sync_db)
@@ -628,3 +633,94 @@ async def statement_blocked_by(database: Database, blocker_pid: Any) -> None:
         if blocked:
             return
         await asyncio.sleep(0.01)
+
+
+class TestAnswersNeverWaitOnOthers:
+    async def test_a_key_held_by_an_open_transaction_holds_no_other_submission(
+        self, client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
+    ) -> None:
+        """A key another transaction is inserting and has not committed (a batch, say): its
+        submission waits for that transaction, and the rest of its group, and the groups after
+        it, are answered meanwhile."""
+        database: Database = app.state.database
+        senders, receiver = await funded_pairs(client, 3)
+        busy, grouped, later = new_transfers(
+            [(sender, receiver, Decimal(i + 1)) for i, sender in enumerate(senders)]
+        )
+        recorder = fresh_recorder(app, [])
+        async with asyncio.timeout(ANSWER_GUARD_S), database.transaction() as blocking:
+            await TransferRepository(blocking).insert_pending_many(
+                [dataclasses.replace(busy, id=uuid.uuid4())]
+            )
+            waiting = asyncio.create_task(recorder.record(busy, None))
+            answered = await asyncio.gather(
+                recorder.record(grouped, None), recorder.record(later, None)
+            )
+            # Answered while the key is still held: the open transaction has not ended yet.
+            assert [a.id for a in answered if a is not None] == [grouped.id, later.id]
+            assert not waiting.done()
+            await blocking.rollback()
+        async with asyncio.timeout(ANSWER_GUARD_S):
+            recorded = await waiting
+            await recorder.close()
+        assert recorded is not None and recorded.id == busy.id
+        assert keys_recorded(sync_db, [busy.idempotency_key]) == 1
+        final = await settle(client, [str(t.id) for t in (busy, grouped, later)])
+        assert [transfer["state"] for transfer in final] == ["completed"] * 3
+        assert_ledger_consistent(sync_db)
+
+    async def test_a_replay_wins_over_a_refusal_in_the_same_group(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        """Two submissions of one key in one group, the second refused (its receiver does not
+        exist): it is answered after the first is recorded, so as a reused key (422), never
+        with a 404 that would say the key is still free."""
+        sender = await funded_merchant(client, "100")
+        receiver = await create_merchant(client)
+        recorder = fresh_recorder(app, [])
+        key = unique("contested")
+        valid = TransferRequest(sender["name"], receiver["name"], Decimal(1), "USD")
+        refused = TransferRequest(sender["name"], unique("nobody"), Decimal(1), "USD")
+        database: Database = app.state.database
+        async with asyncio.timeout(ANSWER_GUARD_S):
+            first, second = await asyncio.gather(
+                transfers.submit_transfer(database, recorder, OPERATOR, valid, key, None),
+                transfers.submit_transfer(database, recorder, OPERATOR, refused, key, None),
+                return_exceptions=True,
+            )
+        assert isinstance(first, transfers.Submission) and not first.replayed
+        assert isinstance(second, IdempotencyKeyReused), second
+        await settle(client, [str(first.transfer.id)])
+
+    async def test_a_failure_after_the_insert_leaves_nobody_waiting(
+        self, client: httpx.AsyncClient, app: FastAPI, sync_db: SyncDatabase
+    ) -> None:
+        """Whatever raises once a group is recorded (here the metrics hook), every submission
+        of it is answered, and the recorder records the next group."""
+        senders, receiver = await funded_pairs(client, 3)
+        first, second, later = new_transfers(
+            [(sender, receiver, Decimal(i + 1)) for i, sender in enumerate(senders)]
+        )
+        calls: list[int] = []
+
+        def broken_metrics(size: int) -> None:
+            calls.append(size)
+            if len(calls) == 1:
+                raise RuntimeError("metrics broke")
+
+        database: Database = app.state.database
+        recorder = PendingRecorder(database, app.state.publisher, on_group=broken_metrics)
+        async with asyncio.timeout(ANSWER_GUARD_S):
+            answers = await asyncio.gather(
+                recorder.record(first, None), recorder.record(second, None)
+            )
+            recorded = await recorder.record(later, None)
+            await recorder.close()
+        # Answered with what was recorded, and handed over (the answers and the message come
+        # before the hook).
+        assert [a.id for a in answers if a is not None] == [first.id, second.id]
+        assert recorded is not None and recorded.id == later.id
+        assert calls == [2, 1]
+        final = await settle(client, [str(t.id) for t in (first, second, later)])
+        assert [transfer["state"] for transfer in final] == ["completed"] * 3
+        assert_ledger_consistent(sync_db)
