@@ -44,13 +44,6 @@ class StatementRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    async def use_snapshot(self) -> None:
-        """Make the transaction read one snapshot, read-only: every statement of a page sees the
-        same journal. Must be the transaction's first statement."""
-        await self._connection.execute(
-            text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        )
-
     async def get_account(self, merchant_name: str, currency: str) -> StatementAccount | None:
         """The merchant, with its balance in `currency` (no account id if it has none); None
         when no merchant has that name."""

@@ -72,6 +72,20 @@ class Database:
             raise _unavailable(error) from error
 
     @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only REPEATABLE READ transaction: every statement of the block reads the
+        same snapshot (and, reading only, waits for no row lock)."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+                async with connection.begin():
+                    yield connection
+        except UNAVAILABLE_ERRORS as error:
+            raise _unavailable(error) from error
+
+    @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection on which every statement commits on its own (the pool's mode).
 

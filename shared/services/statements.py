@@ -43,9 +43,8 @@ async def get_statement(
     if not actor.is_admin and merchant_name != actor.merchant_name:
         raise MerchantNotFound(merchant_name)
     resumed = None if cursor is None else StatementCursor.decode(cursor)
-    async with db.transaction() as connection:
+    async with db.snapshot() as connection:  # Every statement of a page, one journal.
         repository = StatementRepository(connection)
-        await repository.use_snapshot()
         account = await repository.get_account(merchant_name, currency)
         if account is None:
             raise MerchantNotFound(merchant_name)
