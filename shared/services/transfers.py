@@ -157,8 +157,9 @@ async def _replay(
     key: str,
     request: TransferRequest | ReversalRequest,
 ) -> Submission | None:
-    """The transfer a key already names, for a request refused now: a replay wins over a
-    refusal (the merchant, the rate or the original may have changed since the first try)."""
+    """The transfer a key already names, replayed for `request` (a different request under the
+    key is refused). For a request refused now, a replay wins over the refusal (the merchant,
+    the rate or the original may have changed since the first try)."""
     stored = await repository.get_by_key(scope, key)
     return None if stored is None else Submission(stored.replay(request), replayed=True)
 
@@ -175,10 +176,10 @@ async def _submission(
     if recorded is not None:
         return Submission(recorded, replayed=False)
     async with db.autocommit() as connection:
-        stored = await TransferRepository(connection).get_by_key(scope, key)
-    if stored is None:  # Transfers are never deleted, so the winner must be visible.
+        replay = await _replay(TransferRepository(connection), scope, key, request)
+    if replay is None:  # Transfers are never deleted, so the winner must be visible.
         raise InvariantViolation(f"transfer with key {key} vanished")
-    return Submission(stored.replay(request), replayed=True)
+    return replay
 
 
 async def get_transfer(db: Database, actor: Actor, transfer_id: uuid.UUID) -> Transfer:
